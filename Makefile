@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both go through `make setup`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+TORCH_VERSION := 2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency spec changes; a second `make setup` does nothing.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/posttrain run stage=sft run.overwrite=true
+
+test: setup
+	bash .ci/pytest.sh
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,9 @@
+"""One exception type for everything the user can fix.
+
+The CLI turns a `UserError` into a single `error: ...` line and exit code 2, before any work is done
+and without touching the run directory; every other exception is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """Bad input: an unknown key, a wrong value, a missing file, a run directory already in use."""

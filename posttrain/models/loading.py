@@ -1,0 +1,72 @@
+"""Resolve `model.path` (a preset name or an HF checkpoint directory) to a model and its tokenizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from posttrain.errors import UserError
+from posttrain.models.presets import PRESETS
+from posttrain.models.tokenizer import build_char_tokenizer
+
+
+def check_model_path(path: str) -> None:
+    """Fail fast, with one line, on a path that cannot possibly load; called before any work starts."""
+    if path in PRESETS:
+        return
+    directory = Path(path)
+    if not directory.is_dir():
+        raise UserError(f"model.path={path!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"model.path={path!r} has no config.json; expected a Hugging Face checkpoint directory")
+    try:
+        json.loads(config_file.read_text())
+        AutoConfig.from_pretrained(directory)
+    except (ValueError, OSError, KeyError) as exc:
+        raise UserError(f"model.path={path!r} has an unreadable config.json: {exc}") from None
+    weights = list(directory.glob("*.safetensors")) + list(directory.glob("*.bin"))
+    if not weights:
+        raise UserError(f"model.path={path!r} holds no weights (*.safetensors or *.bin)")
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    if path in PRESETS:
+        return build_char_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"model.path={path!r}: cannot load its tokenizer: {exc}") from None
+
+
+def load_model(
+    path: str,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Presets are initialised from `seed`, so the same seed always yields the same starting weights."""
+    check_model_path(path)
+    tokenizer = load_tokenizer(path)
+    if path in PRESETS:
+        config = PRESETS[path](tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"model.path={path!r}: cannot load its weights: {exc}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
