@@ -9,6 +9,7 @@ and replaced, and comes back as a failed `CallResult`, never as an exception in 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 import traceback
@@ -130,10 +131,8 @@ class ProcessPool:
 
     def close(self) -> None:
         for worker in self._workers:
-            try:
+            with contextlib.suppress(OSError):
                 worker.conn.send(None)
-            except OSError:
-                pass
             worker.process.join(timeout=2)
             worker.kill()
         self._workers = []

@@ -14,7 +14,7 @@ PAD, BOS, EOS, UNK, IM_START = "<pad>", "<bos>", "<|im_end|>", "<unk>", "<|im_st
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IM_START)
 # Kept in decoded text (not special): rewards and RSA read them back.
 MARKUP_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
-CHARACTERS = tuple(chr(i) for i in range(32, 127)) + ("\n", "\t")
+CHARACTERS = (*tuple(chr(i) for i in range(32, 127)), "\n", "\t")
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
