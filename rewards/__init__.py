@@ -1,1 +1,22 @@
-"""posttrain."""
+"""Everything that turns a completion into a number: math, code, shaping, instruction following, judges.
+
+Every reward follows `posttrain.rewards.base.Reward`: `(prompts, completions, **columns) -> RewardOutput`,
+and is constructible by name with `make_reward`. Heavy modules (torch-based reward models, judges) are
+imported only when first used, so grading workers stay light.
+"""
+
+from posttrain.rewards.base import RewardOutput, available_rewards, make_reward, register_reward
+from posttrain.rewards.math_grading import MathReward, grade_pairs, math_equal
+from posttrain.rewards.sandbox import CodeResult, run_code
+
+__all__ = [
+    "CodeResult",
+    "MathReward",
+    "RewardOutput",
+    "available_rewards",
+    "grade_pairs",
+    "make_reward",
+    "math_equal",
+    "register_reward",
+    "run_code",
+]

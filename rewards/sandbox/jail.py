@@ -1,0 +1,278 @@
+"""The in-sandbox supervisor. It runs as `python -I -c <this file>` inside the namespaces; stdlib only.
+
+It reads one job (JSON) on stdin, optionally builds a minimal read-only root and chroots into it (unshare
+mode, where it is root in fresh mount/pid/net namespaces), then runs each test case as an unprivileged child
+with rlimits, a wall-clock deadline and capped output, kills everything the case left behind, and prints one
+JSON line: the verdict, tagged with the caller's nonce so that nothing a program prints can pose as it.
+Children never inherit this process's stdout, and it makes itself non-dumpable so they cannot reach it
+through /proc.
+"""
+
+import contextlib
+import ctypes
+import json
+import math
+import os
+import resource
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
+STATUS_PRIORITY = ("timeout", "memory", "error", "fail")  # the first one any case hit is the run's status
+HARNESS = r'''
+import ast, os, sys, traceback
+def _run():
+    nonce = os.read(int(sys.argv[1]), 64).decode()
+    os.close(int(sys.argv[1]))
+    report = os.fdopen(int(sys.argv[2]), "w")
+    del sys.argv[1:]
+    def send(kind, passed, total):
+        report.write(f"{nonce} {kind} {passed} {total}\n")
+        report.flush()
+    tree = ast.parse(open("tests.py").read())
+    checks = [n for n in tree.body if isinstance(n, (ast.Assert, ast.Expr))]
+    total = max(1, len(checks))
+    namespace = {"__name__": "__main__"}
+    try:
+        exec(compile(open("solution.py").read(), "solution.py", "exec"), namespace)
+    except MemoryError:
+        return send("memory", 0, total)
+    except BaseException:
+        traceback.print_exc()
+        return send("error", 0, total)
+    passed, kind = 0, "ok"
+    for node in tree.body:
+        try:
+            exec(compile(ast.Module([node], []), "tests.py", "exec"), namespace)
+            passed += node in checks
+        except MemoryError:
+            kind = "memory"
+        except BaseException:
+            traceback.print_exc()
+            if node not in checks:
+                return send("error", 0, total)
+            kind = "fail" if kind == "ok" else kind
+    send(kind, passed if checks else int(kind == "ok"), total)
+_run()
+'''
+
+
+def _libc_mount(source, target, fstype, flags, data=None):
+    libc = ctypes.CDLL(None, use_errno=True)
+    enc = [None if s is None else s.encode() for s in (source, target, fstype, data)]
+    if libc.mount(enc[0], enc[1], enc[2], flags, enc[3]) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {source} -> {target}: {os.strerror(ctypes.get_errno())}")
+
+
+def build_root(job):
+    """Unshare mode: a tmpfs root holding read-only binds of the interpreter and system libraries only."""
+    base = "/tmp"
+    _libc_mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['tmpfs_mb']}m,mode=755")
+    root = base + "/root"
+    for path in job["ro_paths"]:
+        target = root + path
+        if os.path.isdir(path):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            open(target, "w").close()
+        _libc_mount(path, target, None, MS_BIND | MS_REC)
+        _libc_mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+    for link, dest in job["symlinks"]:
+        os.symlink(dest, root + link)
+    for device in ("null", "zero", "urandom", "random"):
+        os.makedirs(root + "/dev", exist_ok=True)
+        open(root + "/dev/" + device, "w").close()
+        _libc_mount("/dev/" + device, root + "/dev/" + device, None, MS_BIND)
+    os.makedirs(root + "/proc")
+    _libc_mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV)
+    os.makedirs(root + "/tmp", mode=0o1777)
+    os.chmod(root + "/tmp", 0o1777)
+    os.chroot(root)
+
+
+def _limits(job, uid):
+    """preexec_fn of every untrusted child: own session, no privileges, hard resource limits."""
+
+    def apply():
+        os.setsid()
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        memory = job["memory_mb"] * 1024 * 1024
+        cpu = math.ceil(job["timeout_s"]) + 1
+        for limit, value in (
+            (resource.RLIMIT_AS, memory),
+            (resource.RLIMIT_DATA, memory),
+            (resource.RLIMIT_CPU, cpu),
+            (resource.RLIMIT_FSIZE, job["file_mb"] * 1024 * 1024),
+            (resource.RLIMIT_NPROC, job["max_procs"]),
+            (resource.RLIMIT_NOFILE, 256),
+            (resource.RLIMIT_CORE, 0),
+        ):
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(limit, (value, value))
+
+    return apply
+
+
+def _collect(proc, streams, deadline, cap):
+    """Read the child's pipes until it exits (plus a short drain), the deadline passes or output exceeds cap."""
+    buffers = {fd: bytearray() for fd in streams}
+    selector = selectors.DefaultSelector()
+    for fd in streams:
+        selector.register(fd, selectors.EVENT_READ)
+    overflow = timed_out = False
+    exited_at = None
+    while selector.get_map():
+        now = time.monotonic()
+        if now >= deadline:
+            timed_out = proc.poll() is None
+            break
+        if exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > 0.2:
+            break  # a daemon holding the pipe open must not keep us waiting
+        for key, _ in selector.select(timeout=min(0.05, deadline - now)):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                selector.unregister(key.fd)
+                continue
+            buffers[key.fd] += chunk
+            if len(buffers[key.fd]) > cap:
+                overflow = True
+        if overflow:
+            break
+    selector.close()
+    return buffers, timed_out, overflow
+
+
+def _kill_leftovers(job, uid, proc):
+    """Every process the case started dies here, daemons included."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if job["pid_namespace"]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(-1, signal.SIGKILL)  # everything we may signal in this namespace except ourselves
+    elif uid is not None:
+        helper = os.fork()
+        if helper == 0:  # a process with the sandbox uid can signal exactly the sandbox's processes
+            with contextlib.suppress(BaseException):
+                os.setuid(uid)
+                os.kill(-1, signal.SIGKILL)
+            os._exit(0)
+        os.waitpid(helper, 0)
+    proc.kill()
+    proc.wait()
+    if job["pid_namespace"] and os.getpid() == 1:
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+
+def _status_from_exit(proc, stderr, timed_out):
+    if timed_out or proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        return "timeout" if timed_out or proc.returncode == -signal.SIGXCPU else "memory"
+    if b"MemoryError" in stderr:
+        return "memory"
+    return "error" if proc.returncode != 0 else "ok"
+
+
+def run_case(job, uid, argv, stdin_path, expected):
+    """One untrusted execution. Returns (passed, total, status)."""
+    nonce = secrets.token_hex(16)
+    nonce_r, nonce_w = os.pipe()
+    result_r, result_w = os.pipe()
+    os.write(nonce_w, nonce.encode())
+    os.close(nonce_w)
+    env = {"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [*argv, str(nonce_r), str(result_w)] if expected is None else argv,
+        stdin=stdin,
+        stdout=subprocess.DEVNULL if expected is None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=job["workdir"],
+        pass_fds=(nonce_r, result_w) if expected is None else (),
+        preexec_fn=_limits(job, uid),
+    )
+    os.close(nonce_r)
+    os.close(result_w)
+    if stdin_path:
+        stdin.close()
+    streams = [proc.stderr.fileno(), result_r] + ([proc.stdout.fileno()] if expected is not None else [])
+    buffers, timed_out, overflow = _collect(proc, streams, time.monotonic() + job["timeout_s"], job["output_cap"])
+    _kill_leftovers(job, uid, proc)
+    os.close(result_r)
+    stderr = bytes(buffers[proc.stderr.fileno()])
+    status = _status_from_exit(proc, stderr, timed_out)
+    if overflow:
+        return 0, 1, "fail"
+    if expected is None:  # assert mode: only a report carrying the harness nonce counts
+        fields = bytes(buffers[result_r]).decode(errors="replace").split()
+        if status in ("timeout", "memory") or len(fields) != 4 or fields[0] != nonce:
+            return 0, 1, status if status != "ok" else "error"
+        return int(fields[2]), int(fields[3]), fields[1]
+    if status != "ok":
+        return 0, 1, status
+    got = bytes(buffers[proc.stdout.fileno()]).decode(errors="replace")
+    same = _lines(got) == _lines(expected)
+    return int(same), 1, "ok" if same else "fail"
+
+
+def _lines(text):
+    """Output compared line by line, ignoring trailing whitespace and trailing blank lines."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def main():
+    job = json.loads(sys.stdin.buffer.read())
+    out = os.fdopen(os.dup(1), "w")
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 0
+    if job["build_root"]:
+        build_root(job)
+    os.makedirs(job["workdir"], exist_ok=True)
+    os.chdir(job["workdir"])
+    uid = job["uid"]
+    with open("solution.py", "w") as f:
+        f.write(job["program"])
+    argv = [job["python"], "-I"]
+    if isinstance(job["tests"], str):
+        with open("tests.py", "w") as f:
+            f.write(job["tests"])
+        with open("harness.py", "w") as f:
+            f.write(HARNESS)
+        cases = [(None, None)]
+        argv.append("harness.py")
+    else:
+        cases = [(str(c.get("input", "")), str(c.get("output", ""))) for c in job["tests"]]
+        argv.append("solution.py")
+    if uid is not None:
+        os.chown(job["workdir"], uid, uid)
+    passed = total = 0
+    statuses = set()
+    for index, (stdin_text, expected) in enumerate(cases):
+        stdin_path = None
+        if stdin_text is not None:
+            stdin_path = os.path.join(job["workdir"], f".stdin-{index}")
+            with open(stdin_path, "w") as f:
+                f.write(stdin_text)
+        case_passed, case_total, status = run_case(job, uid, argv, stdin_path, expected)
+        passed, total = passed + case_passed, total + case_total
+        statuses.add(status)
+    status = next((s for s in STATUS_PRIORITY if s in statuses), "ok")
+    out.write(json.dumps({"nonce": job["nonce"], "passed": passed, "total": total, "status": status}) + "\n")
+    out.flush()
+
+
+main()
