@@ -1,0 +1,59 @@
+"""What both adapters need: global-RNG quarantine, the broken-upstream list, and the shared verdict rule."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+BROKEN_FILE = Path(__file__).with_name("broken_upstream.json")
+
+
+@contextlib.contextmanager
+def preserve_global_rng() -> Iterator[None]:
+    """Upstream generators reseed the process-wide random/numpy/torch RNGs; put them back afterwards.
+
+    In pool workers this is belt and braces; in-process (e.g. `posttrain envs try`) it is what keeps a
+    trainer's RNG stream untouched.
+    """
+    import numpy as np
+    import torch
+
+    saved_py, saved_np, saved_torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    saved_hash = os.environ.get("PYTHONHASHSEED")
+    try:
+        yield
+    finally:
+        random.setstate(saved_py)
+        np.random.set_state(saved_np)
+        torch.set_rng_state(saved_torch)
+        if saved_cuda is not None:
+            torch.cuda.set_rng_state_all(saved_cuda)
+        if saved_hash is None:
+            os.environ.pop("PYTHONHASHSEED", None)
+        else:
+            os.environ["PYTHONHASHSEED"] = saved_hash
+
+
+@cache
+def broken_upstream(source: str) -> dict[str, str]:
+    """Envs whose own reference answer fails their own verifier (name -> reason); see bench/envs_sweep.py."""
+    if not BROKEN_FILE.is_file():
+        return {}
+    return json.loads(BROKEN_FILE.read_text()).get(source, {})
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-safe copy of upstream parameters (numpy scalars, tuples, sets), for display and logging."""
+    def fallback(v: Any) -> Any:
+        if hasattr(v, "tolist"):
+            return v.tolist()
+        return sorted(v, key=repr) if isinstance(v, set | frozenset) else repr(v)
+
+    return json.loads(json.dumps(value, default=fallback))
