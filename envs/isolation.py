@@ -76,6 +76,7 @@ class EnvPool:
         self.config = config or EnvsConfig()
         self.pool = ProcessPool(self.config.workers, timeout_s=self.config.verify_timeout_s)
         self.failures: Counter[str] = Counter()
+        self.last_error: dict[str, str] = {}  # env name -> its latest failure
         self.quarantined: dict[str, str] = {}  # env name -> the error that tipped it over
         if warm:  # import heavy adapters once per worker, outside any per-call deadline
             self.pool.map(_warm, [(list(warm),)] * self.config.workers, timeout_s=300)
@@ -130,6 +131,7 @@ class EnvPool:
 
     def _fail(self, name: str, message: str) -> None:
         self.failures[name] += 1
+        self.last_error[name] = message
         if name not in self.quarantined and self.failures[name] >= self.config.quarantine_after:
             self.quarantined[name] = message
             log.warning("env %s quarantined after %d failures; last: %s", name, self.failures[name], message[:500])

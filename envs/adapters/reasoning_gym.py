@@ -84,14 +84,15 @@ class ReasoningGymEnv(Env):
         level = min(int(difficulty), self.max_difficulty)
         _, item = _entry(self.dataset, int(seed), level)
         prompt = f"{item['question'].rstrip()}\n{ANSWER_REQUEST}"
-        return self.problem(seed, difficulty, prompt, str(item["answer"]), level=level)
+        reference = None if item["answer"] is None else str(item["answer"])  # None: many answers are right
+        return self.problem(seed, difficulty, prompt, reference, level=level)
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         dataset, item = _entry(self.dataset, int(problem.seed), int(problem.params["level"]))
         with preserve_global_rng():
             score = float(dataset.score_answer(answer, item))
-        oracle = str(item["answer"]).strip()
-        padded = oracle != answer.strip() and oracle in answer
+        oracle = None if item["answer"] is None else str(item["answer"]).strip()
+        padded = oracle is not None and oracle != answer.strip() and oracle in answer
         correct = score >= 1.0 - EPS and not (self.strict and padded)
         reward = (1.0 if correct else 0.0) if self.strict else max(-1.0, min(1.0, score))
         return Verdict(reward, correct, True, {"upstream_score": score, "padded": padded})

@@ -1,0 +1,87 @@
+"""`posttrain envs list` and `posttrain envs try`: browse envs and check one problem by hand.
+
+`try` runs in this process (adapters still keep the global RNGs untouched); training always goes through
+`EnvPool`, where runaway generators are killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from posttrain.envs.registry import SOURCES, EnvSpec, list_envs, make_env
+
+from posttrain.errors import UserError
+
+
+def register(subparsers: Any) -> None:
+    envs = subparsers.add_parser("envs", help="list environments or try one problem")
+    commands = envs.add_subparsers(dest="envs_command", metavar="{list,try}", required=True)
+
+    listing = commands.add_parser("list", help="name, source, tags and difficulty range of every env")
+    listing.add_argument("--source", choices=SOURCES, help="only envs of this source (rlve/rg list the adapters)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=list_command)
+
+    attempt = commands.add_parser("try", help="generate one problem and verify the oracle's (or your) answer")
+    attempt.add_argument("name", help="env name, rlve:<Id>, rg:<dataset>, module:Class or file.py:Class")
+    attempt.add_argument("--difficulty", type=int, default=0)
+    attempt.add_argument("--seed", type=int, default=0)
+    attempt.add_argument("--answer", help="text to verify (wrapped in <answer></answer> unless it has tags)")
+    attempt.add_argument("--json", action="store_true", help="print JSON")
+    attempt.set_defaults(func=try_command)
+
+
+def _difficulty_range(spec: EnvSpec) -> str:
+    return f"{spec.min_difficulty}..{'inf' if spec.max_difficulty is None else spec.max_difficulty}"
+
+
+def list_command(args: argparse.Namespace) -> int:
+    specs = list_envs(args.source)
+    if args.json:
+        print(json.dumps([spec.to_dict() for spec in specs], indent=1))
+        return 0
+    rows = [
+        (s.name, s.source, ",".join(s.tags), _difficulty_range(s), f"broken: {s.broken}" if s.broken else "")
+        for s in specs
+    ]
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table("name", "source", "tags", "difficulty", "note")
+        for row in rows:
+            table.add_row(*row)
+        Console().print(table)
+    else:
+        for row in rows:
+            print("\t".join(row).rstrip())
+    return 0
+
+
+def try_command(args: argparse.Namespace) -> int:
+    if args.difficulty < 0:
+        raise UserError("--difficulty must be >= 0")
+    env = make_env(args.name)
+    problem = env.generate(args.seed, args.difficulty)
+    if args.answer is None:
+        answer = env.solve(problem)
+        if answer is None:
+            raise UserError(f"{args.name} has no oracle answer; pass --answer TEXT")
+        completion, source = f"<answer>{answer}</answer>", "oracle"
+    else:
+        has_tags = "<answer>" in args.answer or "\\boxed{" in args.answer
+        completion, source = (args.answer if has_tags else f"<answer>{args.answer}</answer>"), "given"
+    verdict = env.verify(problem, completion)
+    if args.json:
+        print(json.dumps({"problem": problem.to_dict(), "completion": completion, "verdict": verdict.to_dict()}))
+    else:
+        print(f"{'prompt:':<15} {problem.prompt}")
+        print(f"{'reference:':<15} {problem.reference}")
+        print(f"{source + ' answer:':<15} {completion}")
+        print(f"{'verdict:':<15} reward={verdict.reward:g} correct={verdict.correct} format_ok={verdict.format_ok}")
+        if verdict.info:
+            print(f"{'info:':<15} {json.dumps(verdict.info)}")
+    return 0
