@@ -9,6 +9,7 @@ need to know where training is. Rewards never raise on model output: bad text sc
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +30,14 @@ class Reward(Protocol):
 
 
 _REGISTRY: dict[str, Callable[..., Reward]] = {}
+# Modules whose rewards register themselves on import; loaded on first lookup so that importing
+# `posttrain.rewards` (e.g. in a grading worker) does not pull in torch.
+_BUILTIN_MODULES = ("math_grading", "code", "shaping", "ifeval", "compose", "reward_model", "judge")
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(f"posttrain.rewards.{module}")
 
 
 def register_reward(name: str) -> Callable[[Callable[..., Reward]], Callable[..., Reward]]:
@@ -44,11 +53,14 @@ def register_reward(name: str) -> Callable[[Callable[..., Reward]], Callable[...
 
 
 def available_rewards() -> list[str]:
+    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def make_reward(name: str, **kwargs: Any) -> Reward:
     """Build a registered reward; an unknown name is a `UserError` that suggests the closest one."""
+    if name not in _REGISTRY:
+        _load_builtins()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(available_rewards())}"

@@ -99,7 +99,7 @@ def bwrap_command(tmpfs_mb: int) -> list[str]:
     for link, dest in symlinks:
         argv += ["--symlink", dest, link]
     argv += ["--dev", "/dev", "--proc", "/proc", "--size", str(tmpfs_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-    return [*argv, "--chdir", "/tmp", "--"]
+    return [*argv, "--remount-ro", "/", "--chdir", "/tmp", "--"]
 
 
 def launch_command(level: str, tmpfs_mb: int) -> list[str]:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from posttrain.rewards.sandbox.isolation import isolation_level, launch_command, python_executable, read_only_paths
@@ -34,7 +34,7 @@ class CodeResult:
     passed: int
     total: int
     status: str  # one of STATUSES
-    seconds: float = 0.0
+    seconds: float = field(default=0.0, compare=False)
 
     @property
     def fraction(self) -> float:
@@ -151,6 +151,7 @@ def _launch(level: str, job: dict, deadline_s: float) -> CodeResult:
     )
     try:
         out, _ = proc.communicate(json.dumps(job).encode(), timeout=deadline_s)
+        proc.wait(timeout=10)  # the namespace's init exits only once every process inside it is gone
     except subprocess.TimeoutExpired:
         return CodeResult(0, total, "timeout")
     finally:

@@ -1,0 +1,116 @@
+"""Sandbox behaviour on well-behaved programs, real HumanEval data, the loaders and the isolation choice."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+
+import pytest
+
+from posttrain.errors import UserError
+from posttrain.rewards import CodeResult, make_reward, run_code
+from posttrain.rewards.sandbox import available_levels, isolation_level, load_code_jsonl, load_humaneval, run_code_many
+from posttrain.rewards.sandbox.isolation import LEVELS
+
+
+def test_strongest_available_level_is_chosen() -> None:
+    available = available_levels()
+    assert available[-1] == "rlimits" and set(available) <= set(LEVELS)
+    assert isolation_level() == available[0]
+    assert [level for level in LEVELS if level in available] == list(available)  # strongest first
+
+
+def test_assert_tests_are_counted_one_by_one() -> None:
+    program = "def add(a, b):\n    return a + b if a < 10 else 0\n"
+    tests = "assert add(1, 2) == 3\nassert add(20, 1) == 21\nhelper = 5\nassert add(helper, 1) == 6\n"
+    assert run_code(program, tests) == CodeResult(2, 3, "fail")
+    result = run_code(program, "assert add(1, 1) == 2")
+    assert (result.passed, result.total, result.status, result.fraction) == (1, 1, "ok", 1.0)
+
+
+def test_program_errors_and_bad_tests_are_errors() -> None:
+    assert run_code("def f(:\n", "assert True").status == "error"
+    assert run_code("raise ValueError('boom')", "assert True").status == "error"
+    assert run_code("x = 1", "assert (((").status == "error"
+    assert run_code("x = 1", []).status == "error"
+    assert run_code(None, "assert True").status == "error"  # type: ignore[arg-type]
+
+
+def test_stdin_stdout_cases() -> None:
+    program = "n = int(input())\nprint(n * 2)   \nprint()\n"
+    cases = [{"input": "3\n", "output": "6"}, {"input": "5\n", "output": "10\n"}, {"input": "1", "output": "3"}]
+    result = run_code(program, cases)
+    assert (result.passed, result.total, result.status) == (2, 3, "fail")
+    assert run_code(program, cases[:2]).status == "ok"
+    assert run_code("print(1/0)", cases[:1]).status == "error"
+
+
+def test_binary_and_huge_programs_do_not_crash() -> None:
+    assert run_code("\x00\xff\ud800 garbage", "assert True").status == "error"
+    assert run_code("x = 1\n" * 100_000, "assert x == 1").status == "ok"
+    assert run_code("#" * 2_000_000, "assert True").status == "error"
+
+
+def test_humaneval_canonical_solutions_pass_and_stubs_fail() -> None:
+    """The full sweep: all 164 canonical solutions pass; each with its body replaced by `pass` fails."""
+    problems = load_humaneval()
+    assert len(problems) == 164
+    jobs = [(p.solution, p.tests) for p in problems] + [(p.prompt + "    pass\n", p.tests) for p in problems]
+    results = run_code_many(jobs, timeout_s=10)
+    solved, stubs = results[:164], results[164:]
+    assert [p.task_id for p, r in zip(problems, solved, strict=True) if r.status != "ok"] == []
+    assert [p.task_id for p, r in zip(problems, stubs, strict=True) if r.passed] == []
+
+
+def test_jsonl_loader_reads_both_shapes(tmp_path) -> None:
+    records = [
+        {"task_id": "he/0", "prompt": "def f(x):\n", "canonical_solution": "    return x\n", "entry_point": "f",
+         "test": "def check(c):\n    assert c(2) == 2\n"},
+        {"prompt": "double it", "tests": [{"input": "2\n", "output": "4\n"}], "solution": "print(2*int(input()))"},
+        {"question": "add", "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}),
+         "solution": "print(sum(map(int, input().split())))"},
+    ]
+    path = tmp_path / "code.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("\n".join(json.dumps(r) for r in records) + "\n\n")
+    problems = load_code_jsonl(path)
+    assert [p.task_id for p in problems] == ["he/0", "1", "2"]
+    assert problems[0].entry_point == "f" and problems[0].tests.endswith("check(f)\n")
+    assert problems[2].tests == [{"input": "1 2\n", "output": "3\n"}]
+    assert all(r.status == "ok" for r in run_code_many([(p.solution, p.tests) for p in problems]))
+
+
+def test_jsonl_loader_names_the_bad_line(tmp_path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "x", "tests": []}\n{"nothing": 1}\n')
+    with pytest.raises(UserError, match="bad.jsonl:2"):
+        load_code_jsonl(path)
+    with pytest.raises(UserError, match="does not exist"):
+        load_code_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_code_reward_pass_fraction_and_all_or_nothing() -> None:
+    completions = [
+        "<think>try</think>```python\ndef sq(x):\n    return x * x if x < 3 else 0\n```",
+        "```python\ndef sq(x):\n    return x * x\n```",
+        "no code at all",
+        "",
+    ]
+    tests = "assert sq(2) == 4\nassert sq(3) == 9\n"
+    fraction = make_reward("code")([""] * 4, completions, tests=tests)
+    assert fraction.scores == [0.5, 1.0, 0.0, 0.0]
+    assert fraction.metrics["code/extracted"] == 0.5 and fraction.metrics["code/status_fail"] == 1
+    strict = make_reward("code", all_or_nothing=True)([""] * 4, completions, tests=tests)
+    assert strict.scores == [0.0, 1.0, 0.0, 0.0]
+
+
+def test_rlimits_level_still_grades_and_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
+    isolation_level.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="posttrain.rewards.sandbox"):
+        assert isolation_level("rlimits") == "rlimits"
+    assert "SANDBOX IS WEAK" in caplog.text
+    assert run_code("x = 2", "assert x == 2", isolation="rlimits").status == "ok"
+    assert run_code("while True:\n    pass", "assert True", timeout_s=1, isolation="rlimits").status == "timeout"
+    with pytest.raises(ValueError, match="not available"):
+        isolation_level("nonsense")
