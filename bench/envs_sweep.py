@@ -21,7 +21,9 @@ from posttrain.envs.registry import list_envs
 
 def sweep(source: str, seeds: int, workers: int, timeout_s: float) -> dict[str, str]:
     names = [spec.name for spec in list_envs(source)]
-    config = EnvsConfig(workers=workers, generate_timeout_s=timeout_s, verify_timeout_s=timeout_s, quarantine_after=10**9)
+    config = EnvsConfig(
+        workers=workers, generate_timeout_s=timeout_s, verify_timeout_s=timeout_s, quarantine_after=10**9
+    )
     broken: dict[str, str] = {}
     outcome: Counter[str] = Counter()
     start = time.time()
@@ -34,7 +36,8 @@ def sweep(source: str, seeds: int, workers: int, timeout_s: float) -> dict[str, 
             upstream = name.split(":", 1)[1]
             mine = [p for p in problems if p is not None and p.env == name]
             if len(mine) < seeds:
-                broken[upstream] = f"generation fails at difficulty 0: {pool.last_error.get(name, '?').splitlines()[0][:200]}"
+                error = pool.last_error.get(name, "?").splitlines()[0]
+                broken[upstream] = f"generation fails at difficulty 0: {error[:200]}"
                 outcome["generation fails"] += 1
             elif name in failed_refs:
                 info = failed_refs[name].info
