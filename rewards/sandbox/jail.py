@@ -23,7 +23,7 @@ import time
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 32, 4096, 16384
 STATUS_PRIORITY = ("timeout", "memory", "error", "fail")  # the first one any case hit is the run's status
-HARNESS = r'''
+HARNESS = r"""
 import ast, os, sys, traceback
 def _run():
     nonce = os.read(int(sys.argv[1]), 64).decode()
@@ -58,7 +58,7 @@ def _run():
             kind = "fail" if kind == "ok" else kind
     send(kind, passed if checks else int(kind == "ok"), total)
 _run()
-'''
+"""
 
 
 def _libc_mount(source, target, fstype, flags, data=None):
@@ -191,7 +191,7 @@ def run_case(job, uid, argv, stdin_path, expected):
     os.write(nonce_w, nonce.encode())
     os.close(nonce_w)
     env = {"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
-    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
+    stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [*argv, str(nonce_r), str(result_w)] if expected is None else argv,
         stdin=stdin,

@@ -7,11 +7,11 @@ import json
 import logging
 
 import pytest
-
-from posttrain.errors import UserError
 from posttrain.rewards import CodeResult, make_reward, run_code
 from posttrain.rewards.sandbox import available_levels, isolation_level, load_code_jsonl, load_humaneval, run_code_many
 from posttrain.rewards.sandbox.isolation import LEVELS
+
+from posttrain.errors import UserError
 
 
 def test_strongest_available_level_is_chosen() -> None:
@@ -65,11 +65,19 @@ def test_humaneval_canonical_solutions_pass_and_stubs_fail() -> None:
 
 def test_jsonl_loader_reads_both_shapes(tmp_path) -> None:
     records = [
-        {"task_id": "he/0", "prompt": "def f(x):\n", "canonical_solution": "    return x\n", "entry_point": "f",
-         "test": "def check(c):\n    assert c(2) == 2\n"},
+        {
+            "task_id": "he/0",
+            "prompt": "def f(x):\n",
+            "canonical_solution": "    return x\n",
+            "entry_point": "f",
+            "test": "def check(c):\n    assert c(2) == 2\n",
+        },
         {"prompt": "double it", "tests": [{"input": "2\n", "output": "4\n"}], "solution": "print(2*int(input()))"},
-        {"question": "add", "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}),
-         "solution": "print(sum(map(int, input().split())))"},
+        {
+            "question": "add",
+            "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]}),
+            "solution": "print(sum(map(int, input().split())))",
+        },
     ]
     path = tmp_path / "code.jsonl.gz"
     with gzip.open(path, "wt") as handle:
@@ -84,7 +92,7 @@ def test_jsonl_loader_reads_both_shapes(tmp_path) -> None:
 def test_jsonl_loader_names_the_bad_line(tmp_path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "x", "tests": []}\n{"nothing": 1}\n')
-    with pytest.raises(UserError, match="bad.jsonl:2"):
+    with pytest.raises(UserError, match=r"bad\.jsonl:2"):
         load_code_jsonl(path)
     with pytest.raises(UserError, match="does not exist"):
         load_code_jsonl(tmp_path / "missing.jsonl")

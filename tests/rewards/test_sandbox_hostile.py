@@ -14,7 +14,6 @@ import uuid
 
 import psutil
 import pytest
-
 from posttrain.rewards import run_code
 from posttrain.rewards.sandbox import available_levels, run_code_many
 
@@ -140,7 +139,8 @@ def test_parent_secrets_are_unreadable(level: str, tmp_path, monkeypatch: pytest
     program = (
         "import glob, os\n"
         "found = ' '.join(os.environ.values())\n"
-        f"for path in glob.glob('/proc/*/environ') + ['/proc/{os.getpid()}/environ', {str(private)!r}, '/etc/shadow']:\n"
+        f"paths = ['/proc/{os.getpid()}/environ', {str(private)!r}, '/etc/shadow']\n"
+        "for path in glob.glob('/proc/*/environ') + paths:\n"
         "    try:\n"
         "        found += open(path, 'rb').read().decode(errors='replace')\n"
         "    except OSError:\n"

@@ -1,0 +1,238 @@
+"""LLM-as-a-judge rewards (RLAIF): pointwise scores against a rubric and pairwise preferences.
+
+Backends answer chat messages with text: `HttpBackend` talks to any OpenAI-compatible
+`/v1/chat/completions` endpoint (vLLM, posttrain's server) with stdlib `urllib`, a per-request timeout and
+retries with backoff on network errors, 429 and 5xx; `HFBackend` runs a local causal LM greedily. Judges
+parse replies leniently; a reply with no usable verdict counts as a failure (score `failure_score`), never
+as an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
+
+DEFAULT_RUBRIC = "Judge how helpful, honest and harmless the response is, and how well it follows the request."
+POINTWISE_TEMPLATE = (
+    "{rubric}\n\n[User request]\n{prompt}\n\n[Response]\n{response}\n\n"
+    "Rate the response from 1 to 10. End your reply with a line of the form `Score: N`."
+)
+PAIRWISE_TEMPLATE = (
+    "{rubric}\n\n[User request]\n{prompt}\n\n[Response A]\n{a}\n\n[Response B]\n{b}\n\n"
+    "Which response is better? End your reply with a line of the form `Preferred: A` or `Preferred: B`."
+)
+MAX_FIELD_CHARS = 16_000  # a runaway completion must not blow up the judge's context
+
+
+class JudgeError(RuntimeError):
+    """The backend gave no usable reply after all retries."""
+
+
+class Backend(Protocol):
+    def complete(self, messages: list[dict[str, str]]) -> str: ...
+
+
+def parse_score(reply: str, low: int = 1, high: int = 10) -> float | None:
+    """The judge's score: `[[7]]`, `Score: 7`, `7/10` (last one wins), else the last bare number in range."""
+    text = as_text(reply)[-4000:]
+    number = r"(\d+(?:\.\d+)?)"
+    patterns = (rf"\[\[\s*{number}\s*\]\]", rf"score\s*(?:is|of|[:=])?\s*\**\s*{number}", rf"{number}\s*/\s*{high}\b")
+    for pattern in patterns:
+        found = re.findall(pattern, text, re.IGNORECASE)
+        if found:
+            value = float(found[-1])
+            return value if low <= value <= high else None
+    bare = [float(x) for x in re.findall(rf"(?<![\w.]){number}(?![\w.])", text) if low <= float(x) <= high]
+    return bare[-1] if bare else None
+
+
+def parse_preference(reply: str) -> str | None:
+    """'A' or 'B': `[[A]]`, `Preferred: B`, `Response A is better`, else the last standalone A/B."""
+    text = as_text(reply)[-4000:]
+    for pattern in (
+        r"\[\[\s*([AB])\s*\]\]",
+        r"prefer(?:red|ence)?\s*(?:response)?\s*[:=]?\s*\**\s*([AB])\b",
+        r"(?:response|answer)\s+([AB])\s+is\s+better",
+    ):
+        found = re.findall(pattern, text, re.IGNORECASE)
+        if found:
+            return found[-1].upper()
+    bare = re.findall(r"\b([AB])\b", text)
+    return bare[-1] if bare else None
+
+
+class HttpBackend:
+    """OpenAI-compatible chat completions over HTTP; `base_url` like `http://host:8000` or `.../v1`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model: str = "judge",
+        api_key_env: str | None = None,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+    ) -> None:
+        root = base_url.rstrip("/")
+        self.url = root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
+        self.model, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
+        self.api_key = os.environ.get(api_key_env) if api_key_env else None
+        self.max_tokens, self.temperature = max_tokens, temperature
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens}
+        body["temperature"] = self.temperature
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        last_error = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, json.dumps(body).encode(), headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                    payload = json.loads(response.read(4_000_000))
+                return str(payload["choices"][0]["message"]["content"])
+            except urllib.error.HTTPError as exc:
+                last_error = f"HTTP {exc.code}"
+                if exc.code != 429 and exc.code < 500:
+                    break  # a client error will not fix itself
+            except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                last_error = f"malformed reply: {exc!r}"
+        raise JudgeError(f"{self.url}: {last_error}")
+
+
+class HFBackend:
+    """A local causal LM (a preset such as `zaya-tiny` or an HF directory), decoding greedily."""
+
+    def __init__(self, model_path: str, *, max_new_tokens: int = 32, seed: int = 0) -> None:
+        from posttrain.models import load_model
+
+        self.model, self.tokenizer = load_model(model_path, seed=seed)
+        self.model.eval()
+        self.max_new_tokens = max_new_tokens
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        import torch
+
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+
+def make_backend(backend: str, **kwargs: Any) -> Backend:
+    """`http` (kwargs of `HttpBackend`) or `hf` (kwargs of `HFBackend`)."""
+    if backend == "http":
+        return HttpBackend(**kwargs)
+    if backend == "hf":
+        return HFBackend(**kwargs)
+    raise ValueError(f"judge backend must be 'http' or 'hf', got {backend!r}")
+
+
+class _Judge:
+    def __init__(self, backend: Backend | str, rubric: str, max_concurrency: int, backend_kwargs: dict) -> None:
+        self.backend = make_backend(backend, **backend_kwargs) if isinstance(backend, str) else backend
+        self.rubric, self.max_concurrency = rubric, max_concurrency
+
+    def _ask_all(self, contents: list[str]) -> list[str | None]:
+        def ask(content: str) -> str | None:
+            try:
+                return self.backend.complete([{"role": "user", "content": content}])
+            except JudgeError:
+                return None
+
+        if isinstance(self.backend, HFBackend) or self.max_concurrency <= 1:
+            return [ask(c) for c in contents]
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(ask, contents))
+
+
+def _clip(text: Any) -> str:
+    return as_text(text)[:MAX_FIELD_CHARS]
+
+
+@register_reward("judge")
+class PointwiseJudge(_Judge):
+    """Score in [0, 1] from the judge's 1-10 rating, (s - 1) / 9; `failure_score` when no rating is found."""
+
+    def __init__(
+        self,
+        backend: Backend | str = "http",
+        *,
+        rubric: str = DEFAULT_RUBRIC,
+        failure_score: float = 0.0,
+        max_concurrency: int = 8,
+        **backend_kwargs: Any,
+    ) -> None:
+        super().__init__(backend, rubric, max_concurrency, backend_kwargs)
+        self.failure_score = failure_score
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
+        contents = [
+            POINTWISE_TEMPLATE.format(rubric=self.rubric, prompt=_clip(p), response=_clip(c))
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        ratings = [parse_score(r) if r is not None else None for r in self._ask_all(contents)]
+        scores = [(r - 1) / 9 if r is not None else self.failure_score for r in ratings]
+        valid = [r for r in ratings if r is not None]
+        return RewardOutput(scores, {"judge/rating": mean(valid), "judge/failures": float(len(ratings) - len(valid))})
+
+
+@register_reward("pairwise_judge")
+class PairwiseJudge(_Judge):
+    """P(completion preferred over the `reference_column` answer): 1, 0, or 0.5 when undecided.
+    With `swap`, each pair is also judged in the other order and the two verdicts averaged (position bias)."""
+
+    def __init__(
+        self,
+        backend: Backend | str = "http",
+        *,
+        rubric: str = DEFAULT_RUBRIC,
+        reference_column: str = "reference",
+        swap: bool = True,
+        max_concurrency: int = 8,
+        **backend_kwargs: Any,
+    ) -> None:
+        super().__init__(backend, rubric, max_concurrency, backend_kwargs)
+        self.reference_column, self.swap = reference_column, swap
+
+    def prefer(self, prompts: Sequence[str], first: Sequence[str], second: Sequence[str]) -> list[str | None]:
+        """'A' (first better), 'B' (second better) or None, one per pair, judged in the order given."""
+        contents = [
+            PAIRWISE_TEMPLATE.format(rubric=self.rubric, prompt=_clip(p), a=_clip(a), b=_clip(b))
+            for p, a, b in zip(prompts, first, second, strict=True)
+        ]
+        return [parse_preference(r) if r is not None else None for r in self._ask_all(contents)]
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
+        references = [as_text(r) for r in per_sample(columns, self.reference_column, len(completions), "")]
+        verdicts = self.prefer(prompts, completions, references)
+        wins = [{"A": 1.0, "B": 0.0}.get(v, 0.5) for v in verdicts]
+        undecided = sum(v is None for v in verdicts)
+        if self.swap:
+            swapped = [{"A": 0.0, "B": 1.0}.get(v, 0.5) for v in self.prefer(prompts, references, completions)]
+            wins = [(a + b) / 2 for a, b in zip(wins, swapped, strict=True)]
+        return RewardOutput(wins, {"pairwise/win_rate": mean(wins), "pairwise/undecided": float(undecided)})

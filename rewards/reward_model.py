@@ -1,0 +1,98 @@
+"""Score completions with a trained reward model: any `AutoModelForSequenceClassification` with one label.
+
+The (prompt, completion) pair is rendered with the tokenizer's chat template when it has one, so the model
+sees the format it was trained on; long inputs are truncated from the left (keeping the completion's end),
+and scores are computed in batches under `torch.no_grad`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from posttrain.rewards.base import RewardOutput, as_text, mean, register_reward
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+from posttrain.errors import UserError
+from posttrain.models import build_char_tokenizer
+
+
+def build_tiny_reward_model(directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a randomly initialised ~0.3M-parameter Llama reward model with the char tokenizer (for tests/demos)."""
+    tokenizer = build_char_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForSequenceClassification(config)
+    directory = Path(directory)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+class RewardModelScorer:
+    def __init__(self, path: str, *, batch_size: int = 8, max_length: int = 1024, device: str = "cpu") -> None:
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(path).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise UserError(f"reward model {path!r} cannot be loaded: {exc}") from None
+        if self.model.config.num_labels != 1:
+            raise UserError(f"reward model {path!r} has num_labels={self.model.config.num_labels}; expected 1")
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.tokenizer.truncation_side = "left"
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+
+    def render(self, prompt: str, completion: str) -> str:
+        if self.tokenizer.chat_template:
+            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return prompt + completion
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        texts = [self.render(as_text(p), as_text(c)) for p, c in zip(prompts, completions, strict=True)]
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="pt",
+            ).to(self.device)
+            scores += self.model(**batch).logits[:, 0].float().tolist()
+        return scores
+
+
+@register_reward("reward_model")
+class RewardModelReward:
+    """The reward model's scalar output, optionally standardised within the batch."""
+
+    def __init__(self, *, path: str, batch_size: int = 8, max_length: int = 1024, normalize: bool = False) -> None:
+        self.scorer = RewardModelScorer(path, batch_size=batch_size, max_length=max_length)
+        self.normalize = normalize
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
+        if not completions:
+            return RewardOutput([], {})
+        raw = self.scorer.score(prompts, completions)
+        scores = raw
+        if self.normalize and len(raw) > 1:
+            std = torch.tensor(raw).std().item() or 1.0
+            scores = [(r - mean(raw)) / std for r in raw]
+        return RewardOutput(scores, {"reward_model/raw_mean": mean(raw)})
