@@ -49,7 +49,7 @@ class CurriculumConfig:
     threshold: float = 0.9  # rlve: accuracy at d = h needed to raise h
     min_samples: int = 128  # rlve: samples at d = h before h may move
     target_rate: float = 0.5  # target: pass rate to hold each env at
-    target_decay: float = 0.99  # target: per-update discount of old outcomes, so the posteriors track learning
+    target_decay: float = 0.995  # target: per-update discount of old outcomes, so the posteriors track learning
     fixed_difficulty: int = 0  # fixed: the difficulty of every problem
     max_difficulty: int | None = None  # cap for every env (None: each env's own range)
 

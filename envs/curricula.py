@@ -4,8 +4,9 @@
   (h − window, h] ∩ [0, h]. Only outcomes at d = h count; once `min_samples` of them are in, h rises by one
   if their accuracy is ≥ `threshold`, and the counters reset either way. h never falls.
 * `target`: Thompson sampling. Each (env, d) has a Beta posterior over its pass rate; a draw is taken for
-  every difficulty up to one past the hardest tried, and the one closest to `target_rate` wins. Old
-  outcomes are discounted by `target_decay` per update, so difficulty can fall as well as rise.
+  every difficulty up to one past the hardest tried, each draw capped by the posterior means of easier difficulties
+  (pass rates fall with difficulty), and the one closest to `target_rate` wins. Old outcomes are
+  discounted by `target_decay` per update, so difficulty can fall as well as rise.
 * `fixed`: every problem at `fixed_difficulty`.
 
 All randomness (env choice, difficulty, problem seed) comes from the curriculum's own `random.Random`,
@@ -125,6 +126,9 @@ class RlveCurriculum(Curriculum):
         return float(self.state[env]["h"])
 
 
+FORGOTTEN = 0.01  # a discounted count this small carries no information; dropping it bounds the state
+
+
 class TargetCurriculum(Curriculum):
     kind = "target"
 
@@ -139,9 +143,13 @@ class TargetCurriculum(Curriculum):
 
     def _difficulty(self, env: str) -> int:
         wins, losses = self.state[env]["wins"], self.state[env]["losses"]
-        best, best_gap = 0, float("inf")
+        best, best_gap, ceiling = 0, float("inf"), 1.0
         for d in self._candidates(env):
-            draw = self.rng.betavariate(1.0 + wins.get(str(d), 0.0), 1.0 + losses.get(str(d), 0.0))
+            alpha, beta = 1.0 + wins.get(str(d), 0.0), 1.0 + losses.get(str(d), 0.0)
+            # Pass rates fall with difficulty: capping each draw by the easier difficulties' posterior means
+            # keeps a barely-tried hard difficulty (a wide posterior) from looking like a 50% problem.
+            draw = min(ceiling, self.rng.betavariate(alpha, beta))
+            ceiling = min(ceiling, alpha / (alpha + beta))
             if abs(draw - self.config.target_rate) < best_gap:
                 best, best_gap = d, abs(draw - self.config.target_rate)
         return best
@@ -149,8 +157,10 @@ class TargetCurriculum(Curriculum):
     def _record(self, env: str, difficulty: int, correct: bool) -> None:
         state = self.state[env]
         for table in (state["wins"], state["losses"]):
-            for key in table:
+            for key in list(table):
                 table[key] *= self.config.target_decay
+                if table[key] < FORGOTTEN:
+                    del table[key]
         table = state["wins"] if correct else state["losses"]
         table[str(difficulty)] = table.get(str(difficulty), 0.0) + 1.0
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -21,18 +22,23 @@ def preserve_global_rng() -> Iterator[None]:
     In pool workers this is belt and braces; in-process (e.g. `posttrain envs try`) it is what keeps a
     trainer's RNG stream untouched.
     """
-    import numpy as np
-    import torch
-
-    saved_py, saved_np, saved_torch = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    saved_cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    # Only libraries already imported can hold RNG state the caller relies on; importing torch here
+    # just to save its state would cost seconds in every fresh worker.
+    np = sys.modules.get("numpy")
+    torch = sys.modules.get("torch")
+    saved_py = random.getstate()
+    saved_np = np.random.get_state() if np is not None else None
+    saved_torch = torch.get_rng_state() if torch is not None else None
+    saved_cuda = torch.cuda.get_rng_state_all() if torch is not None and torch.cuda.is_initialized() else None
     saved_hash = os.environ.get("PYTHONHASHSEED")
     try:
         yield
     finally:
         random.setstate(saved_py)
-        np.random.set_state(saved_np)
-        torch.set_rng_state(saved_torch)
+        if saved_np is not None:
+            np.random.set_state(saved_np)
+        if saved_torch is not None:
+            torch.set_rng_state(saved_torch)
         if saved_cuda is not None:
             torch.cuda.set_rng_state_all(saved_cuda)
         if saved_hash is None:

@@ -1,0 +1,97 @@
+"""EnvPool contains envs that hang, crash or return garbage, and scores hostile completions <= 0."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+from posttrain.envs import EnvPool, EnvsConfig, Problem, make_env
+
+FAULTY = str(Path(__file__).with_name("faulty_envs.py"))
+
+
+@pytest.fixture(scope="module")
+def pool():
+    config = EnvsConfig(workers=2, generate_timeout_s=3, verify_timeout_s=3, quarantine_after=2,
+                        max_completion_chars=20_000_000)
+    with EnvPool(config) as env_pool:
+        yield env_pool
+
+
+def test_hanging_crashing_and_garbage_envs_are_contained_and_quarantined(pool: EnvPool, caplog):
+    names = [f"{FAULTY}:Hang", f"{FAULTY}:Crash", f"{FAULTY}:WrongProblem"]
+    requests = [("add", 1, 2), *[(name, 0, 0) for name in names], ("sort", 2, 1)]
+    with caplog.at_level(logging.WARNING, logger="posttrain.envs"):
+        first = pool.generate_many(requests)
+        assert first[0] == make_env("add").generate(1, 2) and first[-1] == make_env("sort").generate(2, 1)
+        assert first[1:4] == [None, None, None]
+        assert not pool.quarantined
+        second = pool.generate_many(requests)
+    assert second[1:4] == [None, None, None] and second[0] is not None
+    assert set(pool.quarantined) == set(names)
+    for name in names:
+        assert any(name in record.getMessage() and "quarantined" in record.getMessage() for record in caplog.records)
+    assert "timeout" in pool.quarantined[names[0]] and "crashed" in pool.quarantined[names[1]]
+    kills = pool.pool.kills
+    assert pool.generate_many(requests)[1:4] == [None, None, None]  # skipped: no more time spent on them
+    assert pool.pool.kills == kills
+
+
+def test_bad_verifiers_give_error_verdicts(pool: EnvPool):
+    env = f"{FAULTY}:BadVerifier"
+    problems = pool.generate_many([(env, seed, 0) for seed in range(3)])
+    assert all(problems)
+    add = pool.generate_many([("add", 0, 0)])[0]
+    pairs = [(p, "<answer>1</answer>") for p in problems] + [(add, f"<answer>{add.reference}</answer>")]
+    verdicts = pool.verify_many(pairs)
+    for verdict in verdicts[:3]:
+        assert verdict.reward == 0.0 and not verdict.correct and "error" in verdict.info
+    assert "timeout" in verdicts[0].info["error"] and "crashed" in verdicts[1].info["error"]
+    assert "invalid verdict" in verdicts[2].info["error"]
+    assert verdicts[3].correct
+    assert env in pool.quarantined
+
+
+def test_hostile_completions_score_at_most_zero(pool: EnvPool):
+    problems = pool.generate_many([(name, 3, 2) for name in ("add", "countdown", "maze", "rg:leg_counting")])
+    rng = random.Random(0)
+    hostile = [
+        "",
+        "<answer>",
+        "</answer><answer>",
+        "<answer>" + "(" * 5000 + "</answer>",
+        "\\boxed{" * 10_000,
+        "x" * 10_000_000 + "<answer>1</answer>",
+        bytes(rng.randrange(256) for _ in range(4096)),
+        bytes(rng.randrange(256) for _ in range(100)).decode("latin-1") + "<answer>\x00</answer>",
+        None,
+        12345,
+        "<answer>" + "9" * 100_000 + "</answer>",
+    ]
+    pairs = [(p, c) for p in problems for c in hostile] + [("not a problem", "x")]
+    verdicts = pool.verify_many(pairs)
+    assert len(verdicts) == len(pairs)
+    assert all(v.reward <= 0.0 and not v.correct for v in verdicts)
+    assert not pool.quarantined.keys() & {"add", "countdown", "maze", "rg:leg_counting"}  # model junk is no env fault
+
+
+def test_oversized_completion_is_not_shipped():
+    with EnvPool(EnvsConfig(workers=1, max_completion_chars=100)) as small:
+        problem = make_env("add").generate(0, 0)
+        verdict = small.verify_many([(problem, "y" * 101 + f"<answer>{problem.reference}</answer>")])[0]
+    assert not verdict.format_ok and "longer than" in verdict.info["reason"]
+
+
+def test_solve_many_matches_oracle(pool: EnvPool):
+    problems = [make_env(name).generate(4, 3) for name in ("add", "toposort", "maze")]
+    answers = pool.solve_many(problems)
+    assert answers == [make_env(p.env).solve(p) for p in problems]
+    pairs = [(p, f"<answer>{a}</answer>") for p, a in zip(problems, answers, strict=True)]
+    assert all(v.correct for v in pool.verify_many(pairs))
+
+
+def test_problem_json_round_trip_crosses_the_pool(pool: EnvPool):
+    problem = Problem.from_dict(make_env("knapsack").generate(9, 4).to_dict())
+    assert pool.verify_many([(problem, f"<answer>{problem.reference}</answer>")])[0].correct
