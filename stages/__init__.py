@@ -1,1 +1,14 @@
-"""posttrain."""
+"""The post-training stages, in pipeline order. Each is a thin composition of the engine.
+
+A stage module has `prepare(cfg)`, which checks and loads every input without writing anything, and
+`run(prepared, ctx) -> summary`, which does the work inside the run directory.
+"""
+
+from types import ModuleType
+
+from posttrain.stages import sft
+
+ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")
+STAGES: dict[str, ModuleType] = {"sft": sft}
+
+__all__ = ["ORDER", "STAGES"]

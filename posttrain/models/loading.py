@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from posttrain.errors import UserError
-from posttrain.models.presets import PRESETS
+from posttrain.models.presets import PRESETS, preset_config
 from posttrain.models.tokenizer import build_char_tokenizer
 
 
@@ -58,7 +58,7 @@ def load_model(
     check_model_path(path)
     tokenizer = load_tokenizer(path)
     if path in PRESETS:
-        config = PRESETS[path](tokenizer)
+        config = preset_config(path, tokenizer)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)

@@ -1,0 +1,1 @@
+"""YAML configuration shipped with posttrain (defaults, model presets, one file per stage)."""

@@ -1,0 +1,88 @@
+"""The `posttrain` command.
+
+Sub-commands register themselves on the parser; each handler returns an exit code. A `UserError`
+anywhere becomes one `error: ...` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from posttrain.errors import UserError
+
+EXAMPLES = """\
+examples:
+  posttrain run stage=sft                                  # the embedded default: tiny ZAYA learns addition
+  posttrain run stage=sft trainer.max_steps=200 seed=1     # override any config key
+  posttrain run stage=sft model.path=./my-base data.path=train.jsonl model.lora.r=8
+  posttrain run stage=sft resume=auto                      # continue from the newest checkpoint
+  posttrain run stage=all run.root=runs/exp1               # every stage, in order, chained by final/
+
+Config keys are listed in configs/defaults.yaml and configs/stages/<stage>.yaml.
+"""
+
+
+def _run(args: argparse.Namespace) -> int:
+    from posttrain.runner import run_stage
+
+    stage_args = [o for o in args.overrides if o.startswith("stage=")]
+    if not stage_args:
+        raise UserError("missing stage=<name>, e.g. `posttrain run stage=sft`")
+    stage = stage_args[-1].split("=", 1)[1]
+    run_stage(stage, [o for o in args.overrides if not o.startswith("stage=")])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posttrain",
+        description="RL post-training toolkit: SFT, reasoning warmup, RLVE-Gym RL, math/code RL, RLHF.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="run a stage: posttrain run stage=<sft|all> [key=value ...]",
+        description="Run a post-training stage with config overrides given as key=value.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="stage=<name> and config overrides")
+    run.set_defaults(func=_run)
+    for module in _subcommand_modules():
+        module.register(sub)
+    return parser
+
+
+def _subcommand_modules() -> list:
+    """Sub-commands contributed by other parts of posttrain (envs, eval, rsa)."""
+    import importlib
+
+    modules = []
+    for name in ("posttrain.envs.cli",):
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Nothing is ever fetched from a hub: fail fast instead of waiting on network time-outs.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

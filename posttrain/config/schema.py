@@ -1,0 +1,122 @@
+"""The typed schema every config is checked against.
+
+Values live in configs/*.yaml; this file fixes which keys exist and their types, so that OmegaConf
+rejects an unknown key or a wrong type before any work starts. `__post_init__` checks ranges, and runs
+when the merged config is turned into these dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from posttrain.errors import UserError
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(message)
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"
+    dir: str = "${run.root}/${stage}"
+    overwrite: bool = False
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _require(self.r >= 0, "model.lora.r must be >= 0 (0 disables LoRA)")
+        _require(0.0 <= self.dropout < 1.0, "model.lora.dropout must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    path: str | None = None
+    dtype: str = "float32"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.dtype in ("float32", "bfloat16", "float16"), "model.dtype must be one of float32, bfloat16, float16"
+        )
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None
+    tasks: list[str] = field(default_factory=lambda: ["add"])
+    num_train: int = 40000
+    max_seq_len: int = 128
+
+    def __post_init__(self) -> None:
+        _require(self.num_train >= 1, "data.num_train must be >= 1")
+        _require(self.max_seq_len >= 8, "data.max_seq_len must be >= 8")
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 600
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-3
+    lr_scheduler: str = "cosine"
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    save_every: int = 100
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        _require(self.max_steps >= 1, "trainer.max_steps must be >= 1")
+        _require(self.batch_size >= 1, "trainer.batch_size must be >= 1")
+        _require(self.grad_accum >= 1, "trainer.grad_accum must be >= 1")
+        _require(self.lr > 0, "trainer.lr must be > 0")
+        _require(self.save_every >= 1, "trainer.save_every must be >= 1")
+        _require(self.keep_checkpoints >= 1, "trainer.keep_checkpoints must be >= 1")
+        schedulers = ("constant", "linear", "cosine")
+        _require(self.lr_scheduler in schedulers, f"trainer.lr_scheduler must be one of {', '.join(schedulers)}")
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = False
+    progress: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require(self.progress in ("auto", "on", "off"), "logging.progress must be one of auto, on, off")
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 200
+    max_new_tokens: int = 16
+    batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        _require(self.num_samples >= 0, "eval.num_samples must be >= 0")
+        _require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
+        _require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+
+
+@dataclass
+class Config:
+    stage: str = "sft"
+    seed: int = 0
+    resume: str = "false"
+    device: str = "auto"
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

@@ -1,0 +1,58 @@
+"""Read SFT records from JSONL/JSON/parquet files or a saved `datasets` directory, as chat messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from posttrain.errors import UserError
+
+Messages = list[dict[str, str]]
+
+
+def _as_messages(value: Any, role: str) -> Messages:
+    if isinstance(value, str):
+        return [{"role": role, "content": value}]
+    if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    raise ValueError("expected a string or a list of {role, content} messages")
+
+
+def to_messages(record: dict[str, Any]) -> Messages:
+    if "messages" in record:
+        return _as_messages(record["messages"], "user")
+    if "prompt" in record and "completion" in record:
+        return _as_messages(record["prompt"], "user") + _as_messages(record["completion"], "assistant")
+    raise ValueError(f"needs a 'messages' column or 'prompt' and 'completion' columns, has {sorted(record)}")
+
+
+def load_messages(path: str) -> list[Messages]:
+    """All records as messages; any unreadable file or malformed record is a `UserError` naming the row."""
+    import datasets
+
+    source = Path(path)
+    if not source.exists():
+        raise UserError(f"data.path={path!r} does not exist")
+    try:
+        if source.is_dir():
+            loaded = datasets.load_from_disk(str(source))
+            dataset = loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
+        elif source.suffix in (".jsonl", ".json"):
+            dataset = datasets.Dataset.from_json(str(source))
+        elif source.suffix == ".parquet":
+            dataset = datasets.Dataset.from_parquet(str(source))
+        else:
+            raise UserError(f"data.path={path!r}: unsupported format (use .jsonl, .json, .parquet or a datasets dir)")
+    except UserError:
+        raise
+    except Exception as exc:  # datasets raises many types for unreadable input
+        raise UserError(f"data.path={path!r} is unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+    samples = []
+    for row, record in enumerate(dataset):
+        try:
+            samples.append(to_messages(record))
+        except ValueError as exc:
+            raise UserError(f"data.path={path!r}, row {row}: {exc}") from None
+    if not samples:
+        raise UserError(f"data.path={path!r} holds no records")
+    return samples

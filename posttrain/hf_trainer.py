@@ -1,0 +1,83 @@
+"""Run Hugging Face / TRL trainers inside a posttrain run directory.
+
+Two things differ from a plain `Trainer`: logs go to metrics.jsonl (and TensorBoard) through
+`MetricsLogger`, and checkpoints are published through `CheckpointManager` (atomic `step-<N>/`
+directories) instead of the trainer's own `checkpoint-<N>/` naming and rotation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+from trl import SFTConfig, SFTTrainer
+
+from posttrain.runner import RunContext
+
+
+class RunDirCallback(TrainerCallback):
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.summary: dict[str, Any] = {}
+        self._report_every = max(1, ctx.cfg.trainer.max_steps // 10)
+
+    def on_log(self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
+        logs = dict(logs or {})
+        if "train_runtime" in logs:  # the end-of-training summary is not a step
+            self.summary = logs
+            return
+        self.ctx.metrics.log(state.global_step, logs)
+        if not self.ctx.progress and state.global_step % self._report_every == 0:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
+            print(f"step {state.global_step}/{state.max_steps}: {shown}", flush=True)
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.ctx.checkpoints.commit(written, state.global_step)
+
+
+def training_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+
+
+def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any) -> tuple[SFTTrainer, RunDirCallback]:
+    cfg, trainer_cfg = ctx.cfg, ctx.cfg.trainer
+    args = SFTConfig(
+        output_dir=str(ctx.checkpoints.staging),
+        max_steps=trainer_cfg.max_steps,
+        per_device_train_batch_size=trainer_cfg.batch_size,
+        gradient_accumulation_steps=trainer_cfg.grad_accum,
+        learning_rate=trainer_cfg.lr,
+        lr_scheduler_type=trainer_cfg.lr_scheduler,
+        warmup_steps=trainer_cfg.warmup_steps,
+        weight_decay=trainer_cfg.weight_decay,
+        max_grad_norm=trainer_cfg.max_grad_norm,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=trainer_cfg.save_every,
+        save_total_limit=None,
+        report_to="none",
+        disable_tqdm=not ctx.progress,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=training_device(cfg.device) == "cpu",
+        bf16=cfg.model.dtype == "bfloat16",
+        max_length=cfg.data.max_seq_len,
+        completion_only_loss=True,
+        dataloader_num_workers=0,
+    )
+    callback = RunDirCallback(ctx)
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[callback]
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, callback

@@ -1,0 +1,148 @@
+"""`posttrain run`: compose the config, check every input, claim the run directory, run the stage.
+
+All checks that can fail on user input happen before the run directory is touched, so a bad
+command leaves nothing behind and overwrites nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
+from posttrain.config import Config, closest, compose, load_saved, save, to_object
+from posttrain.errors import UserError
+from posttrain.metrics import MetricsLogger
+
+
+@dataclass
+class RunContext:
+    """What a stage needs from the run: its config, directory, checkpoints, metrics and resume point."""
+
+    cfg: Config
+    dir: Path
+    checkpoints: CheckpointManager
+    resume_from: Path | None
+    progress: bool
+    metrics: MetricsLogger
+
+    @property
+    def final(self) -> Path:
+        return self.dir / "final"
+
+    @property
+    def plots(self) -> Path:
+        return self.dir / "plots"
+
+
+def progress_enabled(setting: str) -> bool:
+    """Bars on a terminal, plain periodic lines in CI and pipes."""
+    if setting != "auto":
+        return setting == "on"
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def quiet_library_progress_bars() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _resume_point(cfg: Config, run_dir: Path, checkpoints: CheckpointManager) -> Path | None:
+    """The checkpoint to continue from, or None for a fresh run; refuses to clobber another run."""
+    resume = str(cfg.resume).lower()
+    if resume == "auto":
+        return checkpoints.latest()
+    if resume == "false":
+        if run_dir.exists() and any(run_dir.iterdir()) and not cfg.run.overwrite:
+            raise UserError(
+                f"run.dir={str(run_dir)!r} already holds a run; pass resume=auto to continue it "
+                "or run.overwrite=true to replace it"
+            )
+        return None
+    source = Path(cfg.resume)
+    if (source / META_FILE).is_file():
+        return source
+    latest = CheckpointManager(source / "checkpoints", keep=1).latest()
+    if latest is None:
+        raise UserError(f"resume={cfg.resume!r} is neither a checkpoint nor a run directory with checkpoints")
+    return latest
+
+
+def _check_same_stage(cfg: Config, run_dir: Path) -> None:
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and str(cfg.resume).lower() != "false":
+        previous = load_saved(saved).get("stage")
+        if previous != cfg.stage:
+            raise UserError(f"run.dir={str(run_dir)!r} holds a '{previous}' run, not '{cfg.stage}'")
+
+
+def previous_stage_final(stage: str, cfg: Config, overrides: Sequence[str]) -> str:
+    """`model.path` default: the previous stage's final/ under run.root, built on demand."""
+    from posttrain.stages import ORDER, STAGES
+
+    earlier = [s for s in ORDER[: ORDER.index(stage)] if s in STAGES]
+    if not earlier:
+        raise UserError(f"stage '{stage}' has no previous stage; set model.path")
+    previous = earlier[-1]
+    final = Path(cfg.run.root) / previous / "final"
+    if not (final / "config.json").is_file():
+        print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
+        shared = [o for o in overrides if o.split("=", 1)[0] in ("run.root", "seed", "device", "logging.progress")]
+        run_stage(previous, [*shared, "resume=auto"])
+    return str(final)
+
+
+def run_stage(stage: str, overrides: Sequence[str]) -> dict:
+    """Run one stage (or `all`, in pipeline order) and return its summary."""
+    from posttrain.stages import ORDER, STAGES
+
+    if stage == "all":
+        summaries = {}
+        for name in (s for s in ORDER if s in STAGES):
+            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith("run.dir=")])
+        return summaries
+    if stage not in STAGES:
+        suggestion = closest(stage, list(STAGES))
+        hint = f"; did you mean '{suggestion}'?" if suggestion else ""
+        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*STAGES, 'all'])})")
+    module = STAGES[stage]
+    raw: DictConfig = compose(stage, overrides)
+    cfg = to_object(raw)
+    if cfg.model.path is None:
+        cfg.model.path = raw.model.path = previous_stage_final(stage, cfg, overrides)
+    prepared = module.prepare(cfg)
+
+    run_dir = Path(cfg.run.dir)
+    checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+    _check_same_stage(cfg, run_dir)
+    resume_from = _resume_point(cfg, run_dir, checkpoints)
+    if resume_from is None and run_dir.exists() and any(run_dir.iterdir()):
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
+        shutil.rmtree(run_dir)
+    save(raw, run_dir / "config.yaml")
+    metrics = MetricsLogger(
+        run_dir / "metrics.jsonl",
+        resume_step=step_of(resume_from) if resume_from else None,
+        tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
+    )
+    progress = progress_enabled(cfg.logging.progress)
+    if not progress:
+        quiet_library_progress_bars()
+    ctx = RunContext(cfg, run_dir, checkpoints, resume_from, progress, metrics)
+    try:
+        summary = module.run(prepared, ctx)
+    finally:
+        metrics.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

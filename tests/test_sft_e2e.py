@@ -1,0 +1,110 @@
+"""End to end through the real CLI: train, export, reload, resume after SIGKILL, LoRA, other architectures."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from posttrain.metrics import read_metrics
+from tests.conftest import cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+SMALL = ["stage=sft", "data.num_train=600", "trainer.batch_size=16", "eval.num_samples=20", "logging.progress=off"]
+
+
+def weights(final_dir):
+    return load_file(str(final_dir / "model.safetensors"))
+
+
+def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(tmp_path):
+    result = run_cli("run", *SMALL, "trainer.max_steps=12", "trainer.save_every=4", f"run.root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "sft"
+    assert "held-out exact match" in result.stdout
+    assert (run_dir / "config.yaml").is_file()
+    steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
+    assert steps == list(range(13))  # step 0 holds the data counts
+    assert read_metrics(run_dir / "metrics.jsonl")[0]["data/kept"] == 600
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == ["step-12", "step-8"]
+    assert (run_dir / "plots" / "loss.png").is_file()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 12 and 0.0 <= summary["heldout_exact_match"] <= 1.0
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "final")
+    assert type(model).__name__ == "ZayaForCausalLM"
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 1+2?"}], add_generation_prompt=True)
+    ids = tokenizer(prompt if isinstance(prompt, str) else tokenizer.decode(prompt), return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 5 or out[0, -1].item() == tokenizer.eos_token_id
+
+    # A second run into the same directory must not clobber it without consent.
+    again = run_cli("run", *SMALL, "trainer.max_steps=12", f"run.root={tmp_path}")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    common = [*SMALL, "trainer.max_steps=60", "trainer.save_every=10", "trainer.keep_checkpoints=3", "seed=3"]
+    reference = run_cli("run", *common, f"run.root={tmp_path / 'straight'}")
+    assert reference.returncode == 0, reference.stderr
+
+    interrupted_root = tmp_path / "killed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "posttrain.cli", "run", *common, f"run.root={interrupted_root}"],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = interrupted_root / "sft" / "checkpoints" / "step-20"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (interrupted_root / "sft" / "final").exists()
+
+    resumed = run_cli("run", *common, f"run.root={interrupted_root}", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr
+    straight, killed = weights(tmp_path / "straight" / "sft" / "final"), weights(interrupted_root / "sft" / "final")
+    assert straight.keys() == killed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], killed[name]), name
+    steps = [r["step"] for r in read_metrics(interrupted_root / "sft" / "metrics.jsonl")]
+    assert steps == list(range(61))
+    losses = {r["step"]: r.get("loss") for r in read_metrics(tmp_path / "straight" / "sft" / "metrics.jsonl")}
+    resumed_losses = {r["step"]: r.get("loss") for r in read_metrics(interrupted_root / "sft" / "metrics.jsonl")}
+    assert losses == resumed_losses
+
+
+def test_lora_run_exports_a_merged_plain_model(tmp_path):
+    result = run_cli("run", *SMALL, "trainer.max_steps=6", "model.lora.r=4", f"run.root={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    final = tmp_path / "sft" / "final"
+    tensors = weights(final)
+    assert not any("lora" in name for name in tensors)
+    assert not (final / "adapter_config.json").exists()
+    model = AutoModelForCausalLM.from_pretrained(final)
+    from posttrain.models import load_model
+
+    base, _ = load_model("zaya-tiny", seed=0)
+    changed = [n for n, p in model.named_parameters() if not torch.equal(p, base.state_dict()[n])]
+    assert changed and all("self_attn" in n for n in changed)  # only LoRA-targeted matrices moved
+
+
+def test_tiny_llama_and_a_checkpoint_directory_as_model_path(tmp_path):
+    first = run_cli("run", *SMALL, "trainer.max_steps=4", "model.path=llama-tiny", f"run.root={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr
+    final = tmp_path / "a" / "sft" / "final"
+    assert json.loads((final / "config.json").read_text())["model_type"] == "llama"
+    second = run_cli("run", *SMALL, "trainer.max_steps=4", f"model.path={final}", f"run.root={tmp_path / 'b'}")
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "b" / "sft" / "final" / "model.safetensors").is_file()
