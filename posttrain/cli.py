@@ -63,7 +63,7 @@ def _subcommand_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("posttrain.envs.cli",):
+    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -64,13 +64,17 @@ def _describe(exc: OmegaConfBaseException, override_keys: Sequence[str]) -> str:
     return f"invalid config: {first_line}"
 
 
-def compose(stage: str, overrides: Sequence[str] = (), extra_layers: Sequence[Any] = ()) -> DictConfig:
-    """Merged, interpolation-resolved config as a DictConfig (what is written to config.yaml)."""
+def compose(stage: str, overrides: Sequence[str] = (), layer_files: Sequence[str] | None = None) -> DictConfig:
+    """Merged, interpolation-resolved config as a DictConfig (what is written to config.yaml).
+
+    `layer_files` (paths under configs/) default to the stage's own file; commands that are not
+    stages (`posttrain rsa`, `posttrain eval`) pass theirs.
+    """
     override_keys = [item.split("=", 1)[0] for item in overrides]
+    files = [f"stages/{stage}.yaml"] if layer_files is None else list(layer_files)
     layers = [
         OmegaConf.create(_config_file("defaults.yaml")),
-        OmegaConf.create(_config_file("stages", f"{stage}.yaml")),
-        *extra_layers,
+        *(OmegaConf.create(_config_file(*name.split("/"))) for name in files),
         parse_overrides(overrides),
         {"stage": stage},
     ]
