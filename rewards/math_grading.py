@@ -38,6 +38,7 @@ def _quiet_math_verify() -> None:
 def _parse(text: str) -> list[Any]:
     from math_verify import parse
 
+    text = text.replace("\\$", "")  # a currency sign, not a math delimiter
     if "$" not in text and "\\boxed" not in text:
         text = f"${text}$"
     return parse(text, parsing_timeout=None)
@@ -59,8 +60,11 @@ def _exact(value: Any) -> Any:
     return None
 
 
-def _numbers_agree(a: Any, b: Any) -> bool:
-    """False only when a and b are both numeric (or containers of numbers) and differ exactly."""
+def _numbers_agree(a: Any, b: Any, percent: bool = False) -> bool:
+    """False only when a and b are both numeric (or containers of numbers) and differ exactly.
+
+    With `percent` (a % sign on either side), x and 100·x also agree, as math-verify intends for 50% vs 50.
+    """
     import sympy
 
     if isinstance(a, sympy.MatrixBase) and isinstance(b, sympy.MatrixBase):
@@ -71,6 +75,16 @@ def _numbers_agree(a: Any, b: Any) -> bool:
         return len(xs) != len(ys) or all(_numbers_agree(x, y) for x, y in zip(xs, ys, strict=True))
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr) and a.is_number and b.is_number):
         return True
+    a, b = a.doit(), b.doit()
+    if a.is_finite is False or b.is_finite is False:
+        return bool(a == b)
+    candidates = [(a, b), (100 * a, b), (a, 100 * b)] if percent else [(a, b)]
+    return any(_same_number(x, y) for x, y in candidates)
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    import sympy
+
     exact_a, exact_b = _exact(a), _exact(b)
     if exact_a is not None and exact_b is not None:
         return bool(exact_a == exact_b)
@@ -86,12 +100,14 @@ def grade(gold: str, predicted: str) -> bool:
     gold, predicted = as_text(gold).strip(), as_text(predicted).strip()
     if not gold or not predicted or len(predicted) > MAX_INPUT_CHARS:
         return False
+    if _normalise_text(gold) == _normalise_text(predicted):
+        return True  # also covers text answers ("East" vs "east") that sympy would read as symbol products
     gold_parsed, predicted_parsed = _parse(gold), _parse(predicted)
     if not gold_parsed or not predicted_parsed:
-        return _normalise_text(gold) == _normalise_text(predicted)
+        return False
     if not verify(gold_parsed, predicted_parsed, timeout_seconds=None):
         return False
-    return _numbers_agree(gold_parsed[0], predicted_parsed[0])
+    return _numbers_agree(gold_parsed[0], predicted_parsed[0], percent="%" in gold + predicted)
 
 
 class _SharedPool:
@@ -115,7 +131,7 @@ _SHARED = _SharedPool()
 def grade_pairs(
     pairs: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S, pool: ProcessPool | None = None
 ) -> list[bool | None]:
-    """Grade (gold, predicted) pairs in parallel with a hard timeout; None marks a pair that timed out or crashed."""
+    """Grade (gold, predicted) pairs in parallel with a hard timeout; None marks a pair whose grading timed out or crashed."""
     pool = pool or _SHARED.get()
     results = pool.map(grade, [(as_text(g), as_text(p)) for g, p in pairs], timeout_s=timeout_s)
     return [bool(r.value) if r.ok else None for r in results]
@@ -154,6 +170,6 @@ class MathReward:
             {
                 "math/accuracy": mean(scores),
                 "math/extracted": mean([a is not None for a in answers]),
-                "math/timeouts": float(sum(ok is None for ok in graded)),
+                "math/grader_failures": float(sum(ok is None for ok in graded)),  # timeouts and crashes
             },
         )
