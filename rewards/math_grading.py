@@ -131,7 +131,7 @@ _SHARED = _SharedPool()
 def grade_pairs(
     pairs: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S, pool: ProcessPool | None = None
 ) -> list[bool | None]:
-    """Grade (gold, predicted) pairs in parallel with a hard timeout; None marks a pair whose grading timed out or crashed."""
+    """Grade (gold, predicted) pairs in parallel with a hard timeout; None: that grading timed out or crashed."""
     pool = pool or _SHARED.get()
     results = pool.map(grade, [(as_text(g), as_text(p)) for g, p in pairs], timeout_s=timeout_s)
     return [bool(r.value) if r.ok else None for r in results]

@@ -152,13 +152,39 @@ def _collect(proc, streams, deadline, cap):
     return buffers, timed_out, overflow
 
 
+def _living_others():
+    """Pids in this pid namespace other than init and us that are not zombies."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in (1, os.getpid()):
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state not in ("Z", "X"):
+                alive.append(int(entry))
+    return alive
+
+
+def _reap():
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
 def _kill_leftovers(job, uid, proc):
-    """Every process the case started dies here, daemons included."""
+    """Every process the case started dies here, daemons and fork-bomb stragglers included."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
     if job["pid_namespace"]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(-1, signal.SIGKILL)  # everything we may signal in this namespace except ourselves
+        for _ in range(500):  # kill(-1) can miss children forked during its sweep: repeat until none is left
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(-1, signal.SIGKILL)  # everything we may signal in this namespace except ourselves
+            _reap()
+            if not _living_others():
+                break
+            time.sleep(0.01)
     elif uid is not None:
         helper = os.fork()
         if helper == 0:  # a process with the sandbox uid can signal exactly the sandbox's processes
@@ -169,10 +195,6 @@ def _kill_leftovers(job, uid, proc):
         os.waitpid(helper, 0)
     proc.kill()
     proc.wait()
-    if job["pid_namespace"] and os.getpid() == 1:
-        with contextlib.suppress(ChildProcessError):
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
 
 
 def _status_from_exit(proc, stderr, timed_out):
