@@ -45,7 +45,7 @@ class LinearSystem(Env):
 
     def generate(self, seed: int, difficulty: int) -> Problem:
         rng = self.rng(seed, difficulty)
-        n, span = 1 + difficulty // 2, 2 + difficulty
+        n, span = 1 + min(difficulty, self.max_difficulty) // 2, 2 + difficulty
         while True:
             rows = [[rng.choice([c for c in range(-span, span + 1) if c]) for _ in range(n)] for _ in range(n)]
             if n == 1:

@@ -7,7 +7,6 @@ import random
 import numpy as np
 import pytest
 import torch
-
 from posttrain.envs import EnvPool, EnvsConfig, list_envs, make_env
 from posttrain.envs.adapters.common import broken_upstream
 
@@ -36,13 +35,13 @@ def _check_sample(pool: EnvPool, names: list[str], source: str) -> int:
 def test_rlve_sample_generates_and_references_verify(pool: EnvPool):
     names = [spec.name for spec in list_envs("rlve")]
     assert len(names) == 400
-    sample = names[::4] + ["rlve:PolyaModel"]  # 101 envs, including the one listed as broken
+    sample = [*names[::4], "rlve:PolyaModel"]  # 101 envs, including the one listed as broken
     assert _check_sample(pool, sample, "rlve") >= 60
 
 
 def test_rg_sample_generates_and_references_verify(pool: EnvPool):
     names = [spec.name for spec in list_envs("rg")]
-    assert _check_sample(pool, names[::5] + ["rg:polynomial_multiplication"], "rg") >= 15
+    assert _check_sample(pool, [*names[::5], "rg:polynomial_multiplication"], "rg") >= 15
 
 
 def test_rlve_difficulty_is_controller_updates():

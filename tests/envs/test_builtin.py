@@ -202,3 +202,10 @@ def test_countdown_checks_numbers_and_value():
     problem.params["numbers"] = [2, 2, 3]
     assert env.verify(problem, "<answer>2*2</answer>").correct is True
     assert env.verify(problem, "<answer>3*2-2</answer>").correct is True
+
+
+def test_difficulty_beyond_the_tested_range_and_past_max():
+    for name in BUILTIN:
+        env = make_env(name)
+        problem = env.generate(2, 60)  # past the max of bounded envs: clamped, not broken
+        assert env.verify(problem, f"<answer>{env.solve(problem)}</answer>").correct, name
