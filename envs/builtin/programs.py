@@ -43,17 +43,22 @@ def run_stack_program(program: list[list]) -> int:
 
 @register_env(source="builtin")
 class StackMachine(Env):
-    """Trace a stack program of d + 2 instructions and report the top of the stack."""
+    """Trace a stack program of d + 3 instructions (two pushes first, an arithmetic op last when the stack
+    allows) and report the top of the stack; d = 0 is e.g. `push 3; push 4; add`."""
 
     name = "stack_machine"
     tags = ("programs",)
 
     def generate(self, seed: int, difficulty: int) -> Problem:
         rng = self.rng(seed, difficulty)
-        program: list[list] = [["push", rng.randrange(10)]]
-        depth = 1
-        for _ in range(difficulty + 1):
-            choices = ["push"] + (["dup"] if depth >= 1 else []) + (["add", "sub", "mul", "swap", "pop"] * (depth >= 2))
+        program: list[list] = [["push", rng.randrange(10)], ["push", rng.randrange(10)]]
+        depth = 2
+        for step in range(difficulty + 1):
+            arithmetic = ["add", "sub", "mul"] if depth >= 2 else []
+            if step == difficulty and arithmetic:
+                choices = arithmetic
+            else:
+                choices = ["push", "dup", *arithmetic, *(["swap", "pop"] if depth >= 2 else [])]
             op = rng.choice(choices)
             program.append(["push", rng.randrange(10)] if op == "push" else [op])
             depth += {"push": 1, "dup": 1, "swap": 0}.get(op, -1)
