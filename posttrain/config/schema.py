@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from posttrain.errors import UserError
+from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
 
 
 def _require(condition: bool, message: str) -> None:
@@ -117,6 +118,9 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rsa: RSAConfig = field(default_factory=RSAConfig)
 
     def __post_init__(self) -> None:
         _require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

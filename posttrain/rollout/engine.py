@@ -1,0 +1,230 @@
+"""Generation engines behind one small interface, and `hf`, the transformers implementation.
+
+The fleet and Markovian RSA only see `Engine.generate(prompts, params) -> list[Completion]`, so a `vllm`
+engine can be registered on GPUs later without touching them. Every engine returns the behaviour
+log-prob of each sampled token under softmax(logits / temperature), with no top-k/top-p truncation:
+exactly what the learner recomputes, so the importance ratio starts at 1. Engines also account for the
+longest sequence any of their forward passes held, which is how the bounded context of Markovian RSA is
+checked rather than assumed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+
+from posttrain.rollout.types import Completion, SamplingParams
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+class ContextOverflowError(ValueError):
+    """A prompt does not fit in the model's context; prompts are never silently truncated."""
+
+
+def register_engine(name: str) -> Callable[[type[Engine]], type[Engine]]:
+    def add(cls: type[Engine]) -> type[Engine]:
+        cls.name = name
+        ENGINES[name] = cls
+        return cls
+
+    return add
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class Engine(ABC):
+    """Generates completions for token-id prompts; holds one copy of the policy."""
+
+    name: ClassVar[str]
+    tokenizer: PreTrainedTokenizerBase
+
+    def __init__(self) -> None:
+        self.max_context_seen = 0
+
+    @classmethod
+    @abstractmethod
+    def load(cls, model_path: str, *, seed: int, dtype: str, device: str) -> Engine:
+        """Build the engine from `model.path` (a preset or an HF directory)."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """One completion per prompt, in order."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Replace the policy weights (weight sync from the learner)."""
+
+    @property
+    @abstractmethod
+    def context_limit(self) -> int | None:
+        """Most tokens (prompt + completion) one sequence may hold, or None when unknown."""
+
+    def check_prompt_lengths(self, lengths: Sequence[int]) -> None:
+        limit = self.context_limit
+        if limit is not None and lengths and max(lengths) >= limit:
+            raise ContextOverflowError(
+                f"a prompt of {max(lengths)} tokens does not fit the model's context of {limit} tokens"
+            )
+
+    def reset_accounting(self) -> None:
+        self.max_context_seen = 0
+
+
+def build_engine(name: str, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto") -> Engine:
+    return ENGINES[name].load(model_path, seed=seed, dtype=dtype, device=device)
+
+
+class _LogprobRecorder(LogitsProcessor):
+    """Records log softmax(logits / T) of each sampled token while `generate` runs.
+
+    Placed before the sampling warpers, it sees the untruncated logits. The token sampled at step t is
+    only known at step t + 1 (as the last input id), so one step's log-probs are kept until then: memory
+    is one (batch, vocab) tensor, not one per step.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.pending: torch.Tensor | None = None
+        self.columns: list[torch.Tensor] = []
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        if self.pending is not None:
+            self.columns.append(self.pending.gather(1, tokens[:, None].to(self.pending.device))[:, 0].cpu())
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._take(input_ids[:, -1])
+        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        self._take(last_tokens)
+        self.pending = None
+        return torch.stack(self.columns, dim=1) if self.columns else torch.zeros(len(last_tokens), 0)
+
+
+def _stop_index(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Sequence[str]) -> int | None:
+    """Fewest leading tokens whose text contains a stop string (binary search: containment is monotone)."""
+
+    def contains(count: int) -> bool:
+        text = tokenizer.decode(ids[:count], skip_special_tokens=True)
+        return any(stop in text for stop in stops)
+
+    if not stops or not ids or not contains(len(ids)):
+        return None
+    low, high = 1, len(ids)
+    while low < high:
+        middle = (low + high) // 2
+        if contains(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+@register_engine("hf")
+class HFEngine(Engine):
+    """transformers `generate`, batched and left-padded; CPU or GPU."""
+
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, device: str = "auto") -> None:
+        super().__init__()
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        eos = model.generation_config.eos_token_id
+        eos = [eos] if isinstance(eos, int) else list(eos or [])
+        self.eos_ids = sorted({*eos, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    @classmethod
+    def load(cls, model_path: str, *, seed: int, dtype: str, device: str) -> HFEngine:
+        from posttrain.models import load_model
+
+        model, tokenizer = load_model(model_path, seed=seed, dtype=getattr(torch, dtype))
+        return cls(model, tokenizer, device)
+
+    @property
+    def context_limit(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state, strict=True)
+
+    def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
+        sampling: dict[str, Any] = {"do_sample": False}
+        if params.temperature > 0:
+            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
+            sampling["top_k"] = params.top_k  # must be explicit: transformers defaults to 50
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids,
+            stop_strings=list(params.stop) or None,
+            **sampling,
+        )
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """Seed this call only; the caller's RNG stream is left as it was."""
+        if seed is None:
+            yield
+            return
+        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        if not prompts:
+            return []
+        lengths = [len(p) for p in prompts]
+        if min(lengths) == 0:
+            raise ValueError("empty prompt: a prompt needs at least one token")
+        self.check_prompt_lengths(lengths)
+        width = max(lengths)
+        limit = self.context_limit
+        max_new = params.max_new_tokens if limit is None else min(params.max_new_tokens, limit - width)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+            attention[row, width - len(prompt) :] = 1
+        recorder = _LogprobRecorder(params.temperature)
+        with self._seeded(params.seed):
+            output = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention.to(self.device),
+                generation_config=self._generation_config(params, max_new),
+                logits_processor=LogitsProcessorList([recorder]),
+                tokenizer=self.tokenizer if params.stop else None,
+            )
+        new_tokens = output[:, width:].cpu()
+        logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else torch.zeros(len(prompts), 0)
+        self.max_context_seen = max(self.max_context_seen, width + new_tokens.shape[1])
+        return [
+            self._completion(row.tolist(), lp.tolist(), params) for row, lp in zip(new_tokens, logprobs, strict=True)
+        ]
+
+    def _completion(self, ids: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
+        """Cut a generated row at its first EOS (kept) or stop string (kept); later tokens are padding."""
+        end, reason = len(ids), "length"
+        for index, token in enumerate(ids):
+            if token in self.eos_ids:
+                end, reason = index + 1, "eos"
+                break
+        stop_end = _stop_index(self.tokenizer, ids[:end], params.stop)
+        if stop_end is not None:
+            end, reason = stop_end, "stop"
+        kept = ids[:end]
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        return Completion(token_ids=kept, text=text, logprobs=logprobs[:end], finish_reason=reason)

@@ -1,0 +1,236 @@
+"""The rollout fleet: Ray actors that hold the policy, generate in batches, take new weights, survive failures.
+
+API for the learner (see docs/rollout.md):
+
+    fleet = RolloutFleet("zaya-tiny", rollout_cfg, ray_cfg)
+    rollouts = fleet.generate([Request(id="q0.s0", messages=[...], group=0, params=SamplingParams(...))])
+    fleet.sync_weights(model.state_dict(), version=step)
+    trees = fleet.run_rsa(["What is 2+3?"], rsa_cfg)
+    fleet.shutdown()
+
+Work is cut into chunks of `rollout.batch_size` requests and each idle worker pulls the next chunk. A
+chunk is the unit of loss: when its worker dies, a new worker takes the slot (same placement bundle),
+loads the current weights, and the whole chunk is resubmitted, so no sample is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from posttrain.errors import UserError
+from posttrain.models import check_model_path, load_tokenizer
+from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
+from posttrain.rollout.markovian_rsa import RSATree, run_markovian_rsa
+from posttrain.rollout.session import init_ray, shutdown_ray
+from posttrain.rollout.types import Request, Rollout, SamplingParams
+from posttrain.rollout.weight_sync import WEIGHT_SYNC
+from posttrain.rollout.worker import RolloutWorker
+
+PLACEMENT_TIMEOUT_S = 120
+DispatchHook = Callable[[int, Sequence[Request]], None]
+
+
+class RolloutFleet:
+    def __init__(
+        self,
+        model_path: str,
+        rollout: RolloutConfig,
+        ray_cfg: RayConfig | None = None,
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str = "auto",
+    ) -> None:
+        import ray
+        from ray.util.placement_group import placement_group
+
+        check_model_path(model_path)
+        self.model_path, self.cfg, self.seed, self.dtype, self.device = model_path, rollout, seed, dtype, device
+        self.tokenizer = load_tokenizer(model_path)
+        self.version = 0
+        self.restarts = 0
+        self._weights: Any = None  # payload of the latest sync, replayed into restarted workers
+        self._sync = WEIGHT_SYNC[rollout.weight_sync]()
+        self._owns_ray = init_ray(ray_cfg or RayConfig())
+        try:
+            bundle = {"CPU": rollout.cpus_per_worker, **rollout.resources_per_worker}
+            if rollout.gpus_per_worker:
+                bundle["GPU"] = rollout.gpus_per_worker
+            self._check_capacity(bundle, rollout.num_workers)
+            strategy = (ray_cfg or RayConfig()).placement_strategy
+            self._placement = placement_group([dict(bundle)] * rollout.num_workers, strategy=strategy)
+            ready, _ = ray.wait([self._placement.ready()], timeout=PLACEMENT_TIMEOUT_S)
+            if not ready:
+                raise UserError(
+                    f"could not place {rollout.num_workers} rollout workers of {bundle} with strategy {strategy} "
+                    f"within {PLACEMENT_TIMEOUT_S}s; cluster has {ray.cluster_resources()}"
+                )
+            self._actor = ray.remote(RolloutWorker)
+            self._incarnation = Counter()
+            self.workers = [self._spawn(slot) for slot in range(rollout.num_workers)]
+            ray.get([w.info.remote() for w in self.workers])  # surface load errors here, not mid-generate
+        except BaseException:
+            self.shutdown()
+            raise
+
+    @staticmethod
+    def _check_capacity(bundle: Mapping[str, float], count: int) -> None:
+        import ray
+
+        total = ray.cluster_resources()
+        for resource, amount in bundle.items():
+            if total.get(resource, 0) < amount * count:
+                raise UserError(
+                    f"{count} rollout workers need {amount * count:g} {resource} but the Ray cluster has "
+                    f"{total.get(resource, 0):g}; lower rollout.num_workers or the per-worker resources"
+                )
+
+    def _spawn(self, slot: int) -> Any:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        self._incarnation[slot] += 1
+        worker = self._actor.options(
+            num_cpus=self.cfg.cpus_per_worker,
+            num_gpus=self.cfg.gpus_per_worker,
+            resources=dict(self.cfg.resources_per_worker),
+            scheduling_strategy=PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=slot),
+            max_restarts=0,  # restarts are ours: a new worker must be re-synced before it takes work
+        ).remote(
+            f"w{slot}.{self._incarnation[slot] - 1}",
+            self.model_path,
+            engine=self.cfg.engine,
+            seed=self.seed,
+            dtype=self.dtype,
+            device=self.device,
+            num_threads=max(1, int(self.cfg.cpus_per_worker)),
+        )
+        if self._weights is not None:
+            worker.load_weights.remote(self._weights, self.version)  # actor tasks run in submission order
+        return worker
+
+    def _replace(self, slot: int) -> None:
+        import ray
+
+        ray.kill(self.workers[slot], no_restart=True)
+        self.workers[slot] = self._spawn(slot)
+        self.restarts += 1
+
+    def sampling_params(self, **changes: Any) -> SamplingParams:
+        """The config's sampling settings, with `changes` applied."""
+        cfg = self.cfg
+        params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
+        return SamplingParams(**{**params.__dict__, **changes})
+
+    def generate(self, requests: Sequence[Request], on_dispatch: DispatchHook | None = None) -> list[Rollout]:
+        """One rollout per request, in request order. `on_dispatch(slot, chunk)` runs after each submission."""
+        import ray
+
+        ids = [r.id for r in requests]
+        if len(set(ids)) != len(ids):
+            raise ValueError("request ids must be unique within one generate() call")
+        size = self.cfg.batch_size
+        pending = deque(list(requests[i : i + size]) for i in range(0, len(requests), size))
+        in_flight: dict[Any, tuple[int, list[Request]]] = {}
+        deaths: Counter[int] = Counter()
+        results: dict[str, Rollout] = {}
+
+        def submit(slot: int) -> None:
+            chunk = pending.popleft()
+            in_flight[self.workers[slot].generate.remote(chunk)] = (slot, chunk)
+            if on_dispatch is not None:
+                on_dispatch(slot, chunk)
+
+        for slot in range(len(self.workers)):
+            if pending:
+                submit(slot)
+        while in_flight:
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            slot, chunk = in_flight.pop(ref)
+            try:
+                rollouts = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                deaths[slot] += 1
+                if deaths[slot] > self.cfg.max_worker_restarts:
+                    raise RuntimeError(
+                        f"rollout worker slot {slot} died {deaths[slot]} times in one generate() call"
+                    ) from None
+                self._replace(slot)
+                pending.appendleft(chunk)
+                submit(slot)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                raise exc.as_instanceof_cause() from None
+            for rollout in rollouts:
+                if rollout.request_id in results:
+                    raise RuntimeError(f"request {rollout.request_id!r} came back twice")
+                results[rollout.request_id] = rollout
+            if pending:
+                submit(slot)
+        return [results[i] for i in ids]
+
+    def sync_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        """Publish new weights once and wait until every worker serves `version`."""
+        import ray
+
+        self._weights, self.version = self._sync.publish(state_dict), version
+        for slot, worker in enumerate(list(self.workers)):
+            try:
+                ray.get(worker.load_weights.remote(self._weights, version))
+            except ray.exceptions.RayActorError:
+                self._replace(slot)  # the replacement loads the new weights before any work
+
+    def run_rsa(
+        self,
+        problems: Sequence[str],
+        rsa: RSAConfig,
+        *,
+        seed: int | None = None,
+        on_round: Callable[[int], None] | None = None,
+    ) -> list[RSATree]:
+        """Markovian RSA over `problems`; each round is one `generate` call over all problems' chains."""
+        return run_markovian_rsa(
+            problems,
+            self.generate,
+            self.tokenizer,
+            rsa,
+            self.sampling_params(),
+            seed=self.seed if seed is None else seed,
+            on_round=on_round,
+        )
+
+    def max_context_seen(self) -> int:
+        """Longest sequence any live worker's engine held (accounting restarts with each worker)."""
+        import ray
+
+        return max(ray.get([w.max_context_seen.remote() for w in self.workers]))
+
+    def info(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get([w.info.remote() for w in self.workers])
+
+    def shutdown(self) -> None:
+        """Stop the workers and free their placement; stop Ray only if this fleet started it."""
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        if ray.is_initialized():
+            for worker in getattr(self, "workers", []):
+                ray.kill(worker, no_restart=True)
+            self.workers = []
+            if getattr(self, "_placement", None) is not None:
+                remove_placement_group(self._placement)
+                self._placement = None
+        if self._owns_ray:
+            shutdown_ray()
+            self._owns_ray = False
+
+    def __enter__(self) -> RolloutFleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()

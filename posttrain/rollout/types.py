@@ -1,0 +1,60 @@
+"""What goes into the fleet and what comes out: plain, picklable dataclasses shared by engines and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Messages = list[dict[str, str]]
+FINISH_REASONS = ("eos", "stop", "length")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling for one engine call. Behaviour log-probs are always under softmax(logits / temperature)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0  # 0 = greedy (log-probs then use temperature 1)
+    top_p: float = 1.0
+    top_k: int = 0  # 0 disables top-k
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # seeds the engine's RNG for this call, so a batch is reproducible
+
+
+@dataclass(frozen=True)
+class Request:
+    """One sample to draw. Give `prompt_ids`, or `messages` (rendered with the model's chat template)."""
+
+    id: str
+    params: SamplingParams = field(default_factory=SamplingParams)
+    prompt_ids: tuple[int, ...] | None = None
+    messages: Messages | None = None
+    group: int = 0  # GRPO group (prompt index): rollouts of one group share their advantage baseline
+
+    def __post_init__(self) -> None:
+        if (self.prompt_ids is None) == (self.messages is None):
+            raise ValueError(f"request {self.id!r}: give exactly one of prompt_ids and messages")
+
+
+@dataclass
+class Completion:
+    """An engine's answer for one prompt; `logprobs[i]` belongs to `token_ids[i]`."""
+
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: str  # eos | stop | length
+
+
+@dataclass
+class Rollout:
+    """A completed request, tagged with the policy version and the worker that produced it."""
+
+    request_id: str
+    group: int
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+    policy_version: int
+    worker_id: str

@@ -1,0 +1,91 @@
+"""A rollout worker: one copy of the policy behind an engine, stamping rollouts with its policy version.
+
+The class is plain Python: the fleet wraps it with `ray.remote`, and tests or a single-process run use
+it directly as the `generate` callable of Markovian RSA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from posttrain.rollout.engine import build_engine
+from posttrain.rollout.types import Request, Rollout, SamplingParams
+
+
+def encode_messages(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt, ending with the assistant turn's opening."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = "\n\n".join(m["content"] for m in messages)
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+class RolloutWorker:
+    def __init__(
+        self,
+        worker_id: str,
+        model_path: str,
+        *,
+        engine: str = "hf",
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str = "auto",
+        num_threads: int | None = None,
+    ) -> None:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        self.worker_id = worker_id
+        self.engine = build_engine(engine, model_path, seed=seed, dtype=dtype, device=device)
+        self.version = 0
+
+    def info(self) -> dict[str, Any]:
+        """Where this worker runs (the multi-node test checks placement with it)."""
+        import os
+
+        node = None
+        try:
+            import ray
+
+            if ray.is_initialized():
+                node = ray.get_runtime_context().get_node_id()
+        except ImportError:
+            pass
+        return {"worker_id": self.worker_id, "pid": os.getpid(), "node_id": node, "version": self.version}
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> int:
+        self.engine.load_state_dict(state)
+        self.version = version
+        return version
+
+    def max_context_seen(self) -> int:
+        return self.engine.max_context_seen
+
+    def generate(self, requests: Sequence[Request]) -> list[Rollout]:
+        """Rollouts in request order; requests with equal sampling params share one engine call."""
+        prompts = [
+            list(r.prompt_ids) if r.prompt_ids is not None else encode_messages(self.engine.tokenizer, r.messages)
+            for r in requests
+        ]
+        by_params: dict[SamplingParams, list[int]] = {}
+        for index, request in enumerate(requests):
+            by_params.setdefault(request.params, []).append(index)
+        rollouts: list[Rollout | None] = [None] * len(requests)
+        for params, indices in by_params.items():
+            completions = self.engine.generate([prompts[i] for i in indices], params)
+            for i, completion in zip(indices, completions, strict=True):
+                rollouts[i] = Rollout(
+                    request_id=requests[i].id,
+                    group=requests[i].group,
+                    prompt_ids=prompts[i],
+                    completion_ids=completion.token_ids,
+                    logprobs=completion.logprobs,
+                    text=completion.text,
+                    finish_reason=completion.finish_reason,
+                    policy_version=self.version,
+                    worker_id=self.worker_id,
+                )
+        return rollouts

@@ -1,0 +1,128 @@
+"""Two Ray nodes on this machine (`ray start`), two workers spread over them, one generate, clean stop.
+
+Run as a script by test_multinode.py so that its cluster never meets the test session's local Ray.
+Prints one JSON line with what it saw. Each `ray start --block` runs in its own process group and takes
+its Ray processes down when that group is terminated, so nothing outlives the script (no `ray stop`,
+which would also stop other people's clusters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def node_args(tag: str, worker_ports: tuple[int, int]) -> list[str]:
+    return [
+        "--num-cpus=1",
+        f"--resources={json.dumps({tag: 1})}",
+        f"--min-worker-port={worker_ports[0]}",
+        f"--max-worker-port={worker_ports[1]}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        "--block",
+    ]
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    with log.open("w") as out:
+        return subprocess.Popen([RAY, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the node's process group, then SIGKILL whatever is left of it."""
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            time.sleep(1)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for_nodes(address: str, count: int, timeout_s: float = 120) -> None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if sum(node["Alive"] for node in ray.nodes()) >= count:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"only {sum(n['Alive'] for n in ray.nodes())} of {count} nodes joined {address}")
+
+
+def main() -> int:
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+
+    from posttrain.rollout.config import RayConfig, RolloutConfig
+    from posttrain.rollout.fleet import RolloutFleet
+    from posttrain.rollout.types import Request, SamplingParams
+
+    temp = Path(tempfile.mkdtemp(prefix="rmn", dir="/tmp"))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = start(
+        ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
+         *node_args("node_head", (23000, 23499))],
+        temp / "head.log",
+    )
+    nodes = [head]
+    try:
+        deadline = time.monotonic() + 120
+        while not (temp / "session_latest").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        nodes.append(start([f"--address={address}", *node_args("node_second", (23500, 23999))], temp / "second.log"))
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        wait_for_nodes(address, 2)
+        rollout = RolloutConfig(num_workers=2, batch_size=2)
+        fleet = RolloutFleet("zaya-tiny", rollout, RayConfig(address=address, placement_strategy="STRICT_SPREAD"), device="cpu")
+        try:
+            info = fleet.info()
+            params = SamplingParams(max_new_tokens=4)
+            requests = [Request(id=f"r{i}", messages=[{"role": "user", "content": f"{i}+1="}], params=params) for i in range(4)]
+            rollouts = fleet.generate(requests)
+        finally:
+            fleet.shutdown()
+        ray.shutdown()
+        result = {
+            "nodes": sorted(w["node_id"] for w in info),
+            "request_ids": [r.request_id for r in rollouts],
+            "workers": sorted({r.worker_id for r in rollouts}),
+            "lengths": [len(r.completion_ids) for r in rollouts],
+        }
+    finally:
+        for process in reversed(nodes):
+            stop(process)
+    result["leftover"] = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
