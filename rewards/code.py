@@ -6,10 +6,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from posttrain.answers import after_thinking
 from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
 from posttrain.rewards.sandbox import run_code_many
-
-from posttrain.answers import after_thinking
 
 _FENCE = re.compile(r"```[ \t]*(?:python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 

@@ -19,6 +19,17 @@ def _spec_fields(spec: Any) -> tuple[str, float, dict[str, Any]]:
     return spec.name, float(spec.weight), dict(spec.kwargs or {})
 
 
+def _ramp_steps(spec: Any) -> int:
+    return int(spec.get("ramp_steps", 0) if isinstance(spec, Mapping) else getattr(spec, "ramp_steps", 0))
+
+
+def ramped_weight(weight: float, ramp_steps: int, step: Any) -> float:
+    """`weight` scaled linearly from 0 at step 0 to full at `ramp_steps` (training progress from the `step` column)."""
+    if ramp_steps <= 0 or not isinstance(step, int | float):
+        return weight
+    return weight * min(1.0, max(0.0, float(step) / ramp_steps))
+
+
 def build(spec: Any) -> Reward:
     """A reward from a spec; a reward instance passes through unchanged."""
     if callable(spec):
@@ -33,7 +44,8 @@ def _prefixed(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 @register_reward("weighted_sum")
 class WeightedSum:
-    """Σ weight_i · reward_i, with every component's metrics kept (and its raw scores under `<name>/scores`)."""
+    """Σ weight_i · reward_i, with every component's metrics kept (and its raw scores under `<name>/scores`).
+    A spec's `ramp_steps` phases its weight in over the first training steps (read from the `step` column)."""
 
     def __init__(self, components: Sequence[Any]) -> None:
         if not components:
@@ -41,17 +53,19 @@ class WeightedSum:
         self.parts = []
         for index, spec in enumerate(components):
             if callable(spec):
-                self.parts.append((f"r{index}", 1.0, spec))
+                self.parts.append((f"r{index}", 1.0, 0, spec))
             else:
                 name, weight, _ = _spec_fields(spec)
-                self.parts.append((name, weight, build(spec)))
+                self.parts.append((name, weight, _ramp_steps(spec), build(spec)))
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
         total = [0.0] * len(completions)
         metrics: dict[str, Any] = {}
-        for name, weight, reward in self.parts:
+        for name, base_weight, ramp_steps, reward in self.parts:
             out = reward(prompts, completions, **columns)
+            weight = ramped_weight(base_weight, ramp_steps, columns.get("step"))
             total = [t + weight * s for t, s in zip(total, out.scores, strict=True)]
+            metrics[f"{name}/weight"] = weight
             metrics.update(_prefixed(name, out.metrics))
             metrics[f"{name}/scores"] = list(out.scores)
         return RewardOutput(total, metrics)

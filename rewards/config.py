@@ -23,6 +23,7 @@ class RewardSpec:
 
     name: str = "math"
     weight: float = 1.0
+    ramp_steps: int = 0  # phase the weight in linearly over the first N training steps; 0 = full weight
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
-
 from posttrain.answers import after_thinking
+from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
 
 _WORD = re.compile(r"\b\w+\b")
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")

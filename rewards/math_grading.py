@@ -18,10 +18,9 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
-
 from posttrain.answers import extract_answer
 from posttrain.procpool import ProcessPool
+from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
 
 DEFAULT_TIMEOUT_S = 5.0
 MAX_INPUT_CHARS = 2_000  # answers longer than this are not math answers; parsing them only burns time

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from posttrain.rewards.base import RewardOutput, as_text, mean, register_reward
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
 from posttrain.errors import UserError
 from posttrain.models import build_char_tokenizer
+from posttrain.rewards.base import RewardOutput, as_text, mean, register_reward
 
 
 def build_tiny_reward_model(directory: str | Path, *, seed: int = 0) -> Path:

@@ -16,9 +16,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
-
 from posttrain.answers import EXTRACTORS, after_thinking
+from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
 
 REPETITION_THRESHOLD = 0.05
 

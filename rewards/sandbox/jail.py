@@ -121,33 +121,38 @@ def _limits(job, uid):
     return apply
 
 
-def _collect(proc, streams, deadline, cap):
-    """Read the child's pipes until it exits (plus a short drain), the deadline passes or output exceeds cap."""
-    buffers = {fd: bytearray() for fd in streams}
+def _collect(proc, streams, deadline, cap, buffers=None):
+    """Read the child's pipes until they close, the child exits, the deadline passes or output exceeds cap.
+
+    Called again after the leftovers are killed, to drain what the exited child wrote: no process can then
+    hold the pipes open, so EOF comes promptly.
+    """
+    buffers = buffers if buffers is not None else {fd: bytearray() for fd in streams}
     selector = selectors.DefaultSelector()
     for fd in streams:
         selector.register(fd, selectors.EVENT_READ)
     overflow = timed_out = False
-    exited_at = None
-    while selector.get_map():
+    while not overflow:
         now = time.monotonic()
         if now >= deadline:
             timed_out = proc.poll() is None
             break
-        if exited_at is None and proc.poll() is not None:
-            exited_at = now
-        if exited_at is not None and now - exited_at > 0.2:
-            break  # a daemon holding the pipe open must not keep us waiting
-        for key, _ in selector.select(timeout=min(0.05, deadline - now)):
+        if not selector.get_map():  # pipes closed: wait for the child itself
+            try:
+                proc.wait(timeout=deadline - now)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            break
+        ready = selector.select(timeout=min(0.05, deadline - now))
+        for key, _ in ready:
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 selector.unregister(key.fd)
                 continue
             buffers[key.fd] += chunk
-            if len(buffers[key.fd]) > cap:
-                overflow = True
-        if overflow:
-            break
+            overflow = overflow or len(buffers[key.fd]) > cap
+        if not ready and proc.poll() is not None:
+            break  # exited and nothing pending: a daemon may hold the pipes open, stop waiting on them
     selector.close()
     return buffers, timed_out, overflow
 
@@ -177,6 +182,8 @@ def _kill_leftovers(job, uid, proc):
     """Every process the case started dies here, daemons and fork-bomb stragglers included."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()  # reap the case itself first, so the sweep below cannot steal its exit status
     if job["pid_namespace"]:
         for _ in range(500):  # kill(-1) can miss children forked during its sweep: repeat until none is left
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -193,8 +200,6 @@ def _kill_leftovers(job, uid, proc):
                 os.kill(-1, signal.SIGKILL)
             os._exit(0)
         os.waitpid(helper, 0)
-    proc.kill()
-    proc.wait()
 
 
 def _status_from_exit(proc, stderr, timed_out):
@@ -203,6 +208,16 @@ def _status_from_exit(proc, stderr, timed_out):
     if b"MemoryError" in stderr:
         return "memory"
     return "error" if proc.returncode != 0 else "ok"
+
+
+def _spawn(argv, **options):
+    """Popen, retrying a few times when the host is momentarily out of processes (EAGAIN) or memory."""
+    for attempt in range(5):
+        try:
+            return subprocess.Popen(argv, **options)
+        except (BlockingIOError, MemoryError):
+            time.sleep(0.1 * (attempt + 1))
+    return subprocess.Popen(argv, **options)
 
 
 def run_case(job, uid, argv, stdin_path, expected):
@@ -214,7 +229,7 @@ def run_case(job, uid, argv, stdin_path, expected):
     os.close(nonce_w)
     env = {"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen(
+    proc = _spawn(
         [*argv, str(nonce_r), str(result_w)] if expected is None else argv,
         stdin=stdin,
         stdout=subprocess.DEVNULL if expected is None else subprocess.PIPE,
@@ -231,6 +246,8 @@ def run_case(job, uid, argv, stdin_path, expected):
     streams = [proc.stderr.fileno(), result_r] + ([proc.stdout.fileno()] if expected is not None else [])
     buffers, timed_out, overflow = _collect(proc, streams, time.monotonic() + job["timeout_s"], job["output_cap"])
     _kill_leftovers(job, uid, proc)
+    if not (timed_out or overflow):
+        _, _, overflow = _collect(proc, streams, time.monotonic() + 2.0, job["output_cap"], buffers)
     os.close(result_r)
     stderr = bytes(buffers[proc.stderr.fileno()])
     status = _status_from_exit(proc, stderr, timed_out)

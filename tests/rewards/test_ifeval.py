@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from posttrain.rewards import make_reward
 from posttrain.rewards.ifeval import CHECKS, check_constraint
 

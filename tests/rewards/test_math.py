@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+
 from posttrain.rewards import grade_pairs, make_reward, math_equal
 
 EQUAL = [

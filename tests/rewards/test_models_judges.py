@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from posttrain.rewards import make_reward
-from posttrain.rewards.judge import HFBackend, HttpBackend, JudgeError, PairwiseJudge, PointwiseJudge
-from posttrain.rewards.reward_model import build_tiny_reward_model
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
 from posttrain.errors import UserError
+from posttrain.rewards import make_reward
+from posttrain.rewards.judge import HFBackend, HttpBackend, JudgeError, PairwiseJudge, PointwiseJudge
+from posttrain.rewards.reward_model import build_tiny_reward_model
 
 
 @pytest.fixture(scope="module")

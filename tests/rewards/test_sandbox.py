@@ -7,11 +7,11 @@ import json
 import logging
 
 import pytest
+
+from posttrain.errors import UserError
 from posttrain.rewards import CodeResult, make_reward, run_code
 from posttrain.rewards.sandbox import available_levels, isolation_level, load_code_jsonl, load_humaneval, run_code_many
 from posttrain.rewards.sandbox.isolation import LEVELS
-
-from posttrain.errors import UserError
 
 
 def test_strongest_available_level_is_chosen() -> None:
@@ -44,6 +44,9 @@ def test_stdin_stdout_cases() -> None:
     assert (result.passed, result.total, result.status) == (2, 3, "fail")
     assert run_code(program, cases[:2]).status == "ok"
     assert run_code("print(1/0)", cases[:1]).status == "error"
+    assert run_code("print(6)\nraise SystemExit(3)", cases[:1]).status == "error"  # right output, bad exit
+    closes_pipes = "import os, time\nos.close(1)\nos.close(2)\ntime.sleep(100)\n"
+    assert run_code(closes_pipes, cases[:1], timeout_s=1).status == "timeout"
 
 
 def test_binary_and_huge_programs_do_not_crash() -> None:

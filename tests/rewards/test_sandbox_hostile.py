@@ -14,6 +14,7 @@ import uuid
 
 import psutil
 import pytest
+
 from posttrain.rewards import run_code
 from posttrain.rewards.sandbox import available_levels, run_code_many
 

@@ -7,11 +7,11 @@ import zlib
 
 import pytest
 from omegaconf import OmegaConf
+
+from posttrain.errors import UserError
 from posttrain.rewards import RewardOutput, available_rewards, make_reward, register_reward
 from posttrain.rewards.config import RewardsConfig, RewardSpec, ShapingConfig, build_reward
 from posttrain.rewards.shaping import compression_ratio, overlong_penalty
-
-from posttrain.errors import UserError
 
 
 def test_compression_ratio_is_zlib_bytes_over_raw_bytes() -> None:
@@ -70,6 +70,21 @@ def test_weighted_sum_and_gate_compose_by_name() -> None:
     assert total.metrics["format/scores"] == [1.0, 1.0, 0.0] and "math/accuracy" in total.metrics
     gated = make_reward("gated", reward={"name": "math"}, gate={"name": "format"})([""] * 3, completions, answer="4")
     assert gated.scores == [1.0, 0.0, 0.0] and gated.metrics["gate/open"] == pytest.approx(2 / 3)
+
+
+def test_weights_can_follow_training_progress() -> None:
+    reward = build_reward(
+        RewardsConfig(
+            components=[RewardSpec("math"), RewardSpec("format", weight=0.5, ramp_steps=10)],
+            shaping=ShapingConfig(repetition_threshold=0.0),
+        )
+    )
+    completion = ["<think>x</think><answer>4</answer>"]
+    assert reward([""], completion, answer="4", step=0).scores == [1.0]
+    assert reward([""], completion, answer="4", step=4, max_steps=100).scores == pytest.approx([1.2])
+    late = reward([""], completion, answer="4", step=50)
+    assert late.scores == pytest.approx([1.5]) and late.metrics["format/weight"] == 0.5
+    assert reward([""], completion, answer="4").scores == pytest.approx([1.5])  # no progress given: full weight
 
 
 def test_behavioural_reward_gates_a_reward_on_instruction_following() -> None:
