@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from posttrain.envs.registry import SOURCES, EnvSpec, list_envs, make_env
-
 from posttrain.errors import UserError
 
 

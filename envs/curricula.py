@@ -19,7 +19,6 @@ from random import Random
 from typing import Any
 
 from posttrain.envs.config import CurriculumConfig
-
 from posttrain.errors import UserError
 
 

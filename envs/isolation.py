@@ -17,7 +17,6 @@ from typing import Any
 from posttrain.envs.api import Env, Problem, Verdict
 from posttrain.envs.config import EnvsConfig
 from posttrain.envs.registry import make_env
-
 from posttrain.procpool import CallResult, ProcessPool
 
 log = logging.getLogger("posttrain.envs")

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posttrain.envs.api import Env
-
 from posttrain.errors import UserError
 
 log = logging.getLogger("posttrain.envs")

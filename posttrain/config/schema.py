@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import UserError
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
 
@@ -118,6 +119,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    envs: EnvsConfig = field(default_factory=EnvsConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)

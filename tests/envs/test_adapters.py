@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 import torch
+
 from posttrain.envs import EnvPool, EnvsConfig, list_envs, make_env
 from posttrain.envs.adapters.common import broken_upstream
 

@@ -7,9 +7,9 @@ import re
 
 import numpy as np
 import pytest
+
 from posttrain.envs import Problem, list_envs, make_env
 from posttrain.envs.safe_eval import UnsafeExpression, evaluate
-
 from posttrain.procpool import ProcessPool
 
 BUILTIN = [spec.name for spec in list_envs("builtin")]

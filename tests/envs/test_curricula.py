@@ -8,8 +8,8 @@ import random
 from collections import Counter
 
 import pytest
-from posttrain.envs import CurriculumConfig, make_curriculum
 
+from posttrain.envs import CurriculumConfig, make_curriculum
 from posttrain.errors import UserError
 
 

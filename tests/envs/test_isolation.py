@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from posttrain.envs import EnvPool, EnvsConfig, Problem, make_env
 
 FAULTY = str(Path(__file__).with_name("faulty_envs.py"))

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from posttrain.envs import Env, Problem, expand_names, list_envs, make_env, register_env
 
+from posttrain.envs import Env, Problem, expand_names, list_envs, make_env, register_env
 from posttrain.errors import UserError
 from tests.conftest import run_cli
 
