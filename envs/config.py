@@ -5,14 +5,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from posttrain.errors import UserError
+from posttrain.errors import require
 
 CURRICULUM_KINDS = ("rlve", "target", "fixed")
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 @dataclass
@@ -33,11 +28,11 @@ class EnvsConfig:
     max_completion_chars: int = 1_000_000  # longer completions score as format failures without being parsed
 
     def __post_init__(self) -> None:
-        _require(bool(self.names), "envs.names must name at least one env")
-        _require(self.workers >= 1, "envs.workers must be >= 1")
-        _require(self.generate_timeout_s > 0 and self.verify_timeout_s > 0, "envs timeouts must be > 0")
-        _require(self.quarantine_after >= 1, "envs.quarantine_after must be >= 1")
-        _require(all(w >= 0 for w in self.weights.values()), "envs.weights must be >= 0")
+        require(bool(self.names), "envs.names must name at least one env")
+        require(self.workers >= 1, "envs.workers must be >= 1")
+        require(self.generate_timeout_s > 0 and self.verify_timeout_s > 0, "envs timeouts must be > 0")
+        require(self.quarantine_after >= 1, "envs.quarantine_after must be >= 1")
+        require(all(w >= 0 for w in self.weights.values()), "envs.weights must be >= 0")
 
 
 @dataclass
@@ -56,11 +51,11 @@ class CurriculumConfig:
     def __post_init__(self) -> None:
         close = difflib.get_close_matches(self.kind, CURRICULUM_KINDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f" (choose from {', '.join(CURRICULUM_KINDS)})"
-        _require(self.kind in CURRICULUM_KINDS, f"unknown curriculum.kind {self.kind!r}{hint}")
-        _require(self.window >= 1, "curriculum.window must be >= 1")
-        _require(0.0 < self.threshold <= 1.0, "curriculum.threshold must be in (0, 1]")
-        _require(self.min_samples >= 1, "curriculum.min_samples must be >= 1")
-        _require(0.0 < self.target_rate < 1.0, "curriculum.target_rate must be in (0, 1)")
-        _require(0.0 < self.target_decay <= 1.0, "curriculum.target_decay must be in (0, 1]")
-        _require(self.fixed_difficulty >= 0, "curriculum.fixed_difficulty must be >= 0")
-        _require(self.max_difficulty is None or self.max_difficulty >= 0, "curriculum.max_difficulty must be >= 0")
+        require(self.kind in CURRICULUM_KINDS, f"unknown curriculum.kind {self.kind!r}{hint}")
+        require(self.window >= 1, "curriculum.window must be >= 1")
+        require(0.0 < self.threshold <= 1.0, "curriculum.threshold must be in (0, 1]")
+        require(self.min_samples >= 1, "curriculum.min_samples must be >= 1")
+        require(0.0 < self.target_rate < 1.0, "curriculum.target_rate must be in (0, 1)")
+        require(0.0 < self.target_decay <= 1.0, "curriculum.target_decay must be in (0, 1]")
+        require(self.fixed_difficulty >= 0, "curriculum.fixed_difficulty must be >= 0")
+        require(self.max_difficulty is None or self.max_difficulty >= 0, "curriculum.max_difficulty must be >= 0")

@@ -7,3 +7,9 @@ and without touching the run directory; every other exception is a bug and keeps
 
 class UserError(Exception):
     """Bad input: an unknown key, a wrong value, a missing file, a run directory already in use."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Config range checks read as one line each: `require(x >= 1, "section.x must be >= 1")`."""
+    if not condition:
+        raise UserError(message)

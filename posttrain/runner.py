@@ -120,15 +120,16 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
     cfg = to_object(raw)
     if cfg.model.path is None:
         cfg.model.path = raw.model.path = previous_stage_final(stage, cfg, overrides)
-    prepared = module.prepare(cfg)
-
     run_dir = Path(cfg.run.dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     _check_same_stage(cfg, run_dir)
     resume_from = _resume_point(cfg, run_dir, checkpoints)
-    if resume_from is None and run_dir.exists() and any(run_dir.iterdir()):
-        if not (run_dir / "config.yaml").is_file():
-            raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
+    replace = resume_from is None and run_dir.exists() and any(run_dir.iterdir())
+    if replace and not (run_dir / "config.yaml").is_file():
+        raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
+    prepared = module.prepare(cfg)  # the last check that can fail on user input; nothing is written before it
+
+    if replace:
         shutil.rmtree(run_dir)
     save(raw, run_dir / "config.yaml")
     metrics = MetricsLogger(

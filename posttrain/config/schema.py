@@ -10,13 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
-from posttrain.errors import UserError
+from posttrain.errors import require
+from posttrain.rewards.config import RewardsConfig
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
 
 
 @dataclass
@@ -34,8 +30,8 @@ class LoraConfig:
     target_modules: list[str] | None = None
 
     def __post_init__(self) -> None:
-        _require(self.r >= 0, "model.lora.r must be >= 0 (0 disables LoRA)")
-        _require(0.0 <= self.dropout < 1.0, "model.lora.dropout must be in [0, 1)")
+        require(self.r >= 0, "model.lora.r must be >= 0 (0 disables LoRA)")
+        require(0.0 <= self.dropout < 1.0, "model.lora.dropout must be in [0, 1)")
 
 
 @dataclass
@@ -45,7 +41,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.dtype in ("float32", "bfloat16", "float16"), "model.dtype must be one of float32, bfloat16, float16"
         )
 
@@ -58,8 +54,8 @@ class DataConfig:
     max_seq_len: int = 128
 
     def __post_init__(self) -> None:
-        _require(self.num_train >= 1, "data.num_train must be >= 1")
-        _require(self.max_seq_len >= 8, "data.max_seq_len must be >= 8")
+        require(self.num_train >= 1, "data.num_train must be >= 1")
+        require(self.max_seq_len >= 8, "data.max_seq_len must be >= 8")
 
 
 @dataclass
@@ -76,14 +72,14 @@ class TrainerConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        _require(self.max_steps >= 1, "trainer.max_steps must be >= 1")
-        _require(self.batch_size >= 1, "trainer.batch_size must be >= 1")
-        _require(self.grad_accum >= 1, "trainer.grad_accum must be >= 1")
-        _require(self.lr > 0, "trainer.lr must be > 0")
-        _require(self.save_every >= 1, "trainer.save_every must be >= 1")
-        _require(self.keep_checkpoints >= 1, "trainer.keep_checkpoints must be >= 1")
+        require(self.max_steps >= 1, "trainer.max_steps must be >= 1")
+        require(self.batch_size >= 1, "trainer.batch_size must be >= 1")
+        require(self.grad_accum >= 1, "trainer.grad_accum must be >= 1")
+        require(self.lr > 0, "trainer.lr must be > 0")
+        require(self.save_every >= 1, "trainer.save_every must be >= 1")
+        require(self.keep_checkpoints >= 1, "trainer.keep_checkpoints must be >= 1")
         schedulers = ("constant", "linear", "cosine")
-        _require(self.lr_scheduler in schedulers, f"trainer.lr_scheduler must be one of {', '.join(schedulers)}")
+        require(self.lr_scheduler in schedulers, f"trainer.lr_scheduler must be one of {', '.join(schedulers)}")
 
 
 @dataclass
@@ -92,7 +88,7 @@ class LoggingConfig:
     progress: str = "auto"
 
     def __post_init__(self) -> None:
-        _require(self.progress in ("auto", "on", "off"), "logging.progress must be one of auto, on, off")
+        require(self.progress in ("auto", "on", "off"), "logging.progress must be one of auto, on, off")
 
 
 @dataclass
@@ -102,9 +98,9 @@ class EvalConfig:
     batch_size: int = 100
 
     def __post_init__(self) -> None:
-        _require(self.num_samples >= 0, "eval.num_samples must be >= 0")
-        _require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
-        _require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+        require(self.num_samples >= 0, "eval.num_samples must be >= 0")
+        require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
+        require(self.batch_size >= 1, "eval.batch_size must be >= 1")
 
 
 @dataclass
@@ -121,9 +117,10 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     envs: EnvsConfig = field(default_factory=EnvsConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
 
     def __post_init__(self) -> None:
-        _require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")
+        require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

@@ -202,11 +202,11 @@ class RolloutFleet:
             on_round=on_round,
         )
 
-    def max_context_seen(self) -> int:
-        """Longest sequence any live worker's engine held (accounting restarts with each worker)."""
+    def max_context_seen(self, reset: bool = False) -> int:
+        """Longest sequence any live worker's engine held since the last reset (a new worker starts at 0)."""
         import ray
 
-        return max(ray.get([w.max_context_seen.remote() for w in self.workers]))
+        return max(ray.get([w.max_context_seen.remote(reset) for w in self.workers]))
 
     def info(self) -> list[dict[str, Any]]:
         import ray

@@ -61,8 +61,11 @@ class RolloutWorker:
         self.version = version
         return version
 
-    def max_context_seen(self) -> int:
-        return self.engine.max_context_seen
+    def max_context_seen(self, reset: bool = False) -> int:
+        seen = self.engine.max_context_seen
+        if reset:
+            self.engine.reset_accounting()
+        return seen
 
     def generate(self, requests: Sequence[Request]) -> list[Rollout]:
         """Rollouts in request order; requests with equal sampling params share one engine call."""
