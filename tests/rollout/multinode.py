@@ -48,7 +48,9 @@ def node_args(tag: str, worker_ports: tuple[int, int]) -> list[str]:
 def start(args: list[str], log: Path) -> subprocess.Popen:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with log.open("w") as out:
-        return subprocess.Popen([RAY, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            [RAY, "start", *args], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -88,8 +90,14 @@ def main() -> int:
     port = free_port()
     address = f"127.0.0.1:{port}"
     head = start(
-        ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false", f"--ray-client-server-port={free_port()}",
-         *node_args("node_head", (23000, 23499))],
+        [
+            "--head",
+            f"--port={port}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=false",
+            f"--ray-client-server-port={free_port()}",
+            *node_args("node_head", (23000, 23499)),
+        ],
         temp / "head.log",
     )
     nodes = [head]
@@ -101,11 +109,15 @@ def main() -> int:
         ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         wait_for_nodes(address, 2)
         rollout = RolloutConfig(num_workers=2, batch_size=2)
-        fleet = RolloutFleet("zaya-tiny", rollout, RayConfig(address=address, placement_strategy="STRICT_SPREAD"), device="cpu")
+        fleet = RolloutFleet(
+            "zaya-tiny", rollout, RayConfig(address=address, placement_strategy="STRICT_SPREAD"), device="cpu"
+        )
         try:
             info = fleet.info()
             params = SamplingParams(max_new_tokens=4)
-            requests = [Request(id=f"r{i}", messages=[{"role": "user", "content": f"{i}+1="}], params=params) for i in range(4)]
+            requests = [
+                Request(id=f"r{i}", messages=[{"role": "user", "content": f"{i}+1="}], params=params) for i in range(4)
+            ]
             rollouts = fleet.generate(requests)
         finally:
             fleet.shutdown()

@@ -1,0 +1,106 @@
+"""The hf engine: behaviour log-probs equal a teacher-forced pass, greedy is argmax, cuts are exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from posttrain.rollout.engine import ENGINES, ContextOverflowError, Engine, HFEngine, build_engine, register_engine
+from posttrain.rollout.types import SamplingParams
+from tests.rollout.oracles import teacher_forced_logprobs
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    model, tokenizer = tiny
+    return HFEngine(model, tokenizer, device="cpu")
+
+
+def encode(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_behaviour_logprobs_match_a_teacher_forced_pass_in_a_padded_batch(engine, tiny):
+    model, tokenizer = tiny
+    prompts = [encode(tokenizer, "What is 12+34?"), encode(tokenizer, "hi"), encode(tokenizer, "<think>7*8=")]
+    # top-k/top-p shape the sampling only; the log-probs are of the full softmax(logits / T).
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_k=5, top_p=0.9, seed=1)
+    completions = engine.generate(prompts, params)
+    assert len(completions) == 3
+    for prompt, completion in zip(prompts, completions, strict=True):
+        assert len(completion.logprobs) == len(completion.token_ids) >= 1
+        expected = teacher_forced_logprobs(model, prompt, completion.token_ids, temperature=0.7)
+        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+        assert completion.finish_reason in ("eos", "length")
+        assert completion.finish_reason == "eos" or len(completion.token_ids) == 12
+
+
+def test_greedy_is_the_argmax_of_the_model_and_reproducible(engine, tiny):
+    model, tokenizer = tiny
+    prompt = encode(tokenizer, "What is 2+3?")
+    first, second = (engine.generate([prompt], SamplingParams(max_new_tokens=6, temperature=0))[0] for _ in range(2))
+    assert first.token_ids == second.token_ids
+    ids = list(prompt)
+    for token in first.token_ids:
+        with torch.no_grad():
+            assert model(torch.tensor([ids])).logits[0, -1].argmax().item() == token
+        ids.append(token)
+
+
+def test_seeded_calls_repeat_and_leave_the_global_rng_alone(engine, tiny):
+    prompt = encode(tiny[1], "x")
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    runs = [engine.generate([prompt, prompt], SamplingParams(max_new_tokens=5, seed=7)) for _ in range(2)]
+    assert [c.token_ids for c in runs[0]] == [c.token_ids for c in runs[1]]
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_cut_at_first_eos_or_stop_string_and_account_the_longest_sequence(engine, tiny):
+    tokenizer = tiny[1]
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    a, b = encode(tokenizer, "ab")
+    cut = engine._completion([a, b, eos, pad, pad], [-1.0, -2.0, -3.0, 0.0, 0.0], SamplingParams())
+    assert (cut.token_ids, cut.logprobs, cut.finish_reason, cut.text) == ([a, b, eos], [-1.0, -2.0, -3.0], "eos", "ab")
+    ids = encode(tokenizer, "12</answer>34")
+    stopped = engine._completion(ids, [0.0] * len(ids), SamplingParams(stop=("</answer>",)))
+    assert (stopped.text, stopped.finish_reason) == ("12</answer>", "stop")
+
+    engine.reset_accounting()
+    prompts = [encode(tokenizer, "a" * 9), encode(tokenizer, "b")]
+    completions = engine.generate(prompts, SamplingParams(max_new_tokens=7, stop=("e",)))
+    for completion in completions:
+        if completion.finish_reason == "stop":
+            assert completion.text.endswith("e") and "e" not in completion.text[:-1]
+    assert engine.max_context_seen == 9 + max(len(c.token_ids) for c in completions)
+
+
+def test_a_prompt_longer_than_the_context_is_an_error_not_a_truncation(engine):
+    limit = engine.context_limit
+    with pytest.raises(ContextOverflowError, match=f"context of {limit}"):
+        engine.generate([[5] * limit], SamplingParams(max_new_tokens=1))
+
+
+def test_engines_are_a_registry_a_new_engine_plugs_in():
+    assert ENGINES["hf"] is HFEngine
+
+    @register_engine("constant")
+    class Constant(Engine):
+        @classmethod
+        def load(cls, model_path, *, seed, dtype, device):
+            return cls()
+
+        def generate(self, prompts, params):
+            return []
+
+        def load_state_dict(self, state):
+            pass
+
+        @property
+        def context_limit(self):
+            return None
+
+    try:
+        assert isinstance(build_engine("constant", "anything"), Constant)
+    finally:
+        del ENGINES["constant"]

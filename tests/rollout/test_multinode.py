@@ -1,0 +1,22 @@
+"""Two Ray nodes started with `ray start`, one rollout worker on each (multinode.py does the work)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import cli_env
+
+
+def test_two_nodes_two_workers_generate_and_shut_down_cleanly():
+    script = Path(__file__).with_name("multinode.py")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=540, env=cli_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(set(result["nodes"])) == 2  # STRICT_SPREAD put the workers on different nodes
+    assert result["request_ids"] == ["r0", "r1", "r2", "r3"]
+    assert result["workers"] == ["w0.0", "w1.0"]
+    assert all(1 <= n <= 4 for n in result["lengths"])
+    assert result["leftover"] == []  # no Ray process of that cluster outlived the script
