@@ -22,12 +22,13 @@ def test_prompt_run_prints_candidates_and_majority(cli):
     assert "RSA rounds" not in done.stderr  # no progress bar outside a terminal
 
 
-def test_jsonl_prompts_give_one_result_line_each(cli, tmp_path):
+def test_jsonl_prompts_give_one_result_line_each(ray_session, tmp_path, capsys):
+    """In this process, on the session's Ray (a second Ray start would cost more than the run)."""
     data = tmp_path / "prompts.jsonl"
     data.write_text(json.dumps({"prompt": "What is 1+1?"}) + "\n\n" + json.dumps({"prompt": "What is 4*2?", "id": 7}))
     output = tmp_path / "out" / "results.jsonl"
-    done = cli("rsa", f"data.path={data}", f"output={output}", *TINY, "rsa.T=0")
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert main(["rsa", f"data.path={data}", f"output={output}", *TINY, "rsa.T=0"]) == 0
+    assert capsys.readouterr().out.count("majority: ") == 2
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["problem"] for r in records] == ["What is 1+1?", "What is 4*2?"]
     for record in records:
