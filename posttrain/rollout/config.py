@@ -62,7 +62,6 @@ class RolloutConfig:
     resources_per_worker: dict[str, float] = field(default_factory=dict)  # custom Ray resources, e.g. a node tag
     weight_sync: str = "object_store"
     max_worker_restarts: int = 3  # per worker and per generate() call; a worker that keeps dying is a bug
-    seed: int = 0
 
     def __post_init__(self) -> None:
         from posttrain.rollout.engine import ENGINES

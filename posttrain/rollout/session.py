@@ -22,6 +22,8 @@ def init_ray(cfg: RayConfig) -> bool:
 
     if ray.is_initialized():
         return False
+    # Ray announces its (secure) default of token authentication on every local start; keep the CLI quiet.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     kwargs: dict = {
         "include_dashboard": False,
         "namespace": cfg.namespace,
