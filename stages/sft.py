@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 from posttrain.config import Config
-from posttrain.data import arithmetic
+from posttrain.data import from_envs
 from posttrain.data.sources import load_messages
 from posttrain.data.trimming import fit_all
-from posttrain.errors import UserError
+from posttrain.envs import make_env
 from posttrain.evaluation import exact_match
 from posttrain.export import export_final
 from posttrain.hf_trainer import build_sft_trainer
@@ -44,11 +44,10 @@ def prepare(cfg: Config) -> Prepared:
         cut = cfg.eval.num_samples if len(samples) >= 4 * cfg.eval.num_samples else 0
         heldout, samples = samples[:cut], samples[cut:]
     else:
-        unknown = [t for t in cfg.data.tasks if t not in arithmetic.OPERATORS]
-        if unknown:
-            raise UserError(f"data.tasks: unknown task {unknown[0]!r}; available: {', '.join(arithmetic.OPERATORS)}")
-        samples = arithmetic.generate(cfg.data.tasks, cfg.data.num_train, cfg.seed)
-        heldout = arithmetic.heldout("add", cfg.eval.num_samples, cfg.seed + 1) if "add" in cfg.data.tasks else []
+        for task in cfg.data.tasks:
+            make_env(task)  # an unknown name fails here, with the closest registered one
+        samples = from_envs.generate(cfg.data.tasks, cfg.data.difficulties, cfg.data.num_train, cfg.seed)
+        heldout = from_envs.heldout(cfg.data.tasks[0], cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed)
     train, counts = fit_all(samples, tokenizer, cfg.data.max_seq_len)
     return Prepared(train, heldout, counts)
 

@@ -28,7 +28,8 @@ def test_chat_template_and_save_load(tmp_path):
     tokenizer = build_char_tokenizer()
     messages = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<answer>2</answer>"}]
     text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert text == "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n<answer>2</answer><|im_end|>\n"
+    assert text == "<|user|>1+1?<|im_end|><|assistant|><answer>2</answer><|im_end|>"
+    assert len(tokenizer(text, add_special_tokens=False).input_ids) == 1 + 4 + 1 + 1 + 3 + 1
     prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
     assert text.startswith(prompt)
     tokenizer.save_pretrained(tmp_path)

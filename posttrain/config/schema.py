@@ -50,11 +50,14 @@ class ModelConfig:
 class DataConfig:
     path: str | None = None
     tasks: list[str] = field(default_factory=lambda: ["add"])
+    difficulties: list[int] = field(default_factory=lambda: [0, 1])
     num_train: int = 40000
     max_seq_len: int = 128
 
     def __post_init__(self) -> None:
         require(self.num_train >= 1, "data.num_train must be >= 1")
+        require(bool(self.tasks), "data.tasks must name at least one env")
+        require(bool(self.difficulties) and min(self.difficulties) >= 0, "data.difficulties must be >= 0")
         require(self.max_seq_len >= 8, "data.max_seq_len must be >= 8")
 
 
@@ -93,6 +96,7 @@ class LoggingConfig:
 
 @dataclass
 class EvalConfig:
+    difficulty: int = 1
     num_samples: int = 200
     max_new_tokens: int = 16
     batch_size: int = 100

@@ -10,17 +10,19 @@ from __future__ import annotations
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-PAD, BOS, EOS, UNK, IM_START = "<pad>", "<bos>", "<|im_end|>", "<unk>", "<|im_start|>"
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IM_START)
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<|im_end|>", "<unk>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, *ROLE_TOKENS)
 # Kept in decoded text (not special): rewards and RSA read them back.
 MARKUP_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
 CHARACTERS = (*tuple(chr(i) for i in range(32, 127)), "\n", "\t")
 
+# One token per role marker: with a character tokenizer every saved token shortens every sequence.
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|im_end|>' }}"
     "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
 )
 
 
@@ -38,7 +40,7 @@ def build_char_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerFas
         eos_token=EOS,
         pad_token=PAD,
         unk_token=UNK,
-        additional_special_tokens=[IM_START],
+        additional_special_tokens=list(ROLE_TOKENS),
         model_max_length=model_max_length,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
