@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
+from posttrain.rl.config import RLConfig
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
 
 
@@ -125,6 +126,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

@@ -6,6 +6,7 @@ Layout: row i is prompt_i + completion_i, right-padded to L. Per-token tensors a
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 
@@ -101,7 +102,7 @@ class TrainBatch:
         if not 1 <= parts <= self.size:
             raise ValueError(f"cannot split a batch of {self.size} into {parts} parts")
         bounds = [round(k * self.size / parts) for k in range(parts + 1)]
-        return [self.select(range(lo, hi)) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+        return [self.select(range(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
 
     def token_advantages(self) -> torch.Tensor:
         """Advantages as [B, L]: per-sequence advantages are broadcast over the tokens."""

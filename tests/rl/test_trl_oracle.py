@@ -13,8 +13,8 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from posttrain.models import load_model
-from posttrain.rl.losses import LossParams, compute_policy_loss
 from posttrain.rl.logprobs import token_logprobs
+from posttrain.rl.losses import LossParams, compute_policy_loss
 
 BATCH, PROMPT, COMPLETION, MAX_COMPLETION = 6, 5, 7, 9
 EPS_LOW, EPS_HIGH, TEMPERATURE = 0.2, 0.28, 0.7

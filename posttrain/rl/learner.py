@@ -1,0 +1,184 @@
+"""The learner: turns one rollout batch (a TrainBatch of plain tensors) into policy updates.
+
+`step(batch)`:
+  1. anchor log-probs: recomputed with the current weights before any update (so the first minibatch
+     is exactly on-policy, ratio 1), or taken from the fleet (`rl.old_logprobs=behaviour`);
+     reference log-probs from the frozen reference model when a KL term is on;
+  2. `rl.ppo_epochs` passes over the batch, each split into `rl.minibatches` optimizer steps, each
+     minibatch into `rl.grad_accum` micro-batches whose losses use the minibatch's denominators, so
+     accumulation does not change the gradient;
+  3. after every optimizer step: grad-norm clipping before it, ZAYA router bias balancing after it;
+  4. one scheduler step per `step()` call (the schedule counts rollout batches, not minibatches).
+Model weights are saved by the caller (save_pretrained); `state_dict()` holds everything else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import nullcontext
+
+import torch
+from transformers import PreTrainedModel
+
+from posttrain.rl.batch import TrainBatch
+from posttrain.rl.config import RLConfig
+from posttrain.rl.logprobs import token_logprobs
+from posttrain.rl.losses import LossParams, compute_policy_loss
+from posttrain.rl.optim import build_optimizers, build_schedulers
+from posttrain.rl.router_balancing import RouterBalancer, find_routers
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Learner:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        cfg: RLConfig,
+        *,
+        ref_model: PreTrainedModel | None = None,
+        total_steps: int = 1,
+        device: str = "auto",
+        seed: int = 0,
+    ):
+        if cfg.kl_coef > 0 and not cfg.kl_in_reward and ref_model is None:
+            raise ValueError("rl.kl_coef > 0 with the KL in the loss needs a reference model")
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        self.model = model.to(self.device)
+        self.ref_model = ref_model.to(self.device).eval().requires_grad_(False) if ref_model is not None else None
+        self.optimizers = build_optimizers(self.model, cfg)
+        self.schedulers = build_schedulers(self.optimizers, cfg, total_steps)
+        use_balancer = cfg.router_balancing and bool(find_routers(self.model))
+        self.balancer = RouterBalancer(self.model, lr=cfg.router_balancing_lr) if use_balancer else None
+        self.params = LossParams(cfg.epsilon_low, cfg.epsilon_high, cfg.dppo_delta)
+        self.seed = seed
+        self.step_count = 0
+
+    def _logprobs(self, model: PreTrainedModel, batch: TrainBatch, *, entropy: bool = False):
+        return token_logprobs(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            temperature=self.cfg.temperature,
+            chunk_size=self.cfg.logprob_chunk_size,
+            score_mask=batch.completion_mask,
+            with_entropy=entropy,
+        )
+
+    @torch.no_grad()
+    def _fill_anchors(self, batch: TrainBatch) -> TrainBatch:
+        if batch.old_logprobs is None:
+            if self.cfg.old_logprobs == "behaviour":
+                batch.old_logprobs = batch.behaviour_logprobs
+            else:
+                self.model.eval()
+                batch.old_logprobs = self._logprobs(self.model, batch)[0]
+        if self.cfg.kl_coef > 0 and not self.cfg.kl_in_reward and batch.ref_logprobs is None:
+            batch.ref_logprobs = self._logprobs(self.ref_model, batch)[0]
+        return batch
+
+    def _micro_loss(self, micro: TrainBatch, num_seqs: int, num_tokens: float, norm_length: int):
+        logps, entropy = self._logprobs(self.model, micro, entropy=True)
+        return compute_policy_loss(
+            self.cfg.loss,
+            logps,
+            micro.old_logprobs,
+            micro.token_advantages(),
+            micro.completion_mask,
+            params=self.params,
+            aggregation=self.cfg.aggregation,
+            num_seqs=num_seqs,
+            num_tokens=num_tokens,
+            norm_length=norm_length,
+            behaviour_logprobs=micro.behaviour_logprobs,
+            tis_cap=self.cfg.tis_cap if self.cfg.old_logprobs == "recompute" else 0.0,
+            ref_logprobs=micro.ref_logprobs,
+            kl_coef=0.0 if self.cfg.kl_in_reward else self.cfg.kl_coef,
+            kl_estimator=self.cfg.kl_estimator,
+            entropy=entropy,
+        )
+
+    def _optimizer_step(self, minibatch: TrainBatch, norm_length: int, sums: dict[str, float]) -> dict[str, float]:
+        num_seqs, num_tokens = minibatch.size, float(minibatch.completion_mask.sum())
+        parts = min(self.cfg.grad_accum, minibatch.size)
+        total_loss = 0.0
+        for micro in minibatch.split(parts):
+            collect = self.balancer.collect(micro.attention_mask) if self.balancer else nullcontext()
+            with collect:
+                loss, metrics = self._micro_loss(micro, num_seqs, num_tokens, norm_length)
+            loss.backward()
+            total_loss += float(loss.detach())
+            weight = float(micro.completion_mask.sum())
+            for key, value in metrics.items():
+                sums[key] += value * weight
+            sums["_weight"] += weight
+        params = [p for group in self.optimizers for g in group.param_groups for p in g["params"]]
+        limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        for optimizer in self.optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        out = {"loss": total_loss, "grad_norm": grad_norm}
+        if self.balancer is not None:
+            out.update(self.balancer.step())
+        return out
+
+    def step(self, batch: TrainBatch) -> dict[str, float]:
+        """Update the policy on one rollout batch; returns metrics averaged over its optimizer steps."""
+        batch = self._fill_anchors(batch.to(self.device))
+        width = int(batch.completion_mask.sum(-1).max()) if batch.size else 0
+        norm_length = self.cfg.loss_norm_length or width
+        self.model.train()
+        start = time.perf_counter()
+        sums: dict[str, float] = defaultdict(float)
+        per_step: dict[str, list[float]] = defaultdict(list)
+        for epoch in range(self.cfg.ppo_epochs):
+            # seeded by (seed, step, epoch), so a resumed run shuffles exactly as the uninterrupted one would
+            gen = torch.Generator().manual_seed(hash((self.seed, self.step_count, epoch)) & 0x7FFFFFFF)
+            order = torch.randperm(batch.size, generator=gen) if self.cfg.shuffle else torch.arange(batch.size)
+            shuffled = batch.select(order)
+            for minibatch in shuffled.split(min(self.cfg.minibatches, batch.size)):
+                for key, value in self._optimizer_step(minibatch, norm_length, sums).items():
+                    per_step[key].append(value)
+        seconds = time.perf_counter() - start
+        lr = self.schedulers[0].get_last_lr()[0]
+        for scheduler in self.schedulers:
+            scheduler.step()
+        self.step_count += 1
+        weight = sums.pop("_weight")
+        metrics = {key: value / max(weight, 1.0) for key, value in sums.items()}
+        metrics.update({key: sum(values) / len(values) for key, values in per_step.items()})
+        trained = float(batch.attention_mask.sum()) * self.cfg.ppo_epochs
+        metrics.update(
+            lr=lr,
+            optimizer_steps=float(len(per_step["loss"])),
+            train_seconds=seconds,
+            train_tokens_per_s=trained / max(seconds, 1e-9),
+            advantage_mean=float(batch.advantages.float().mean()),
+        )
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step_count,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "schedulers": [sched.state_dict() for sched in self.schedulers],
+            "balancer": self.balancer.state_dict() if self.balancer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise ValueError("checkpoint was saved with a different optimizer setup (rl.optimizer)")
+        self.step_count = int(state["step"])
+        for opt, saved in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(saved)
+        for sched, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(saved)
+        if self.balancer is not None and state["balancer"] is not None:
+            self.balancer.load_state_dict(state["balancer"])
