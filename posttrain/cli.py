@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 
 EXAMPLES = """\
@@ -77,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
+    if not progress_enabled():
+        quiet_library_progress_bars()
     try:
         return args.func(args)
     except UserError as exc:

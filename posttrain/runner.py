@@ -7,9 +7,7 @@ command leaves nothing behind and overwrites nothing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +16,7 @@ from omegaconf import DictConfig
 
 from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
 from posttrain.config import Config, closest, compose, load_saved, save, to_object
+from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 from posttrain.metrics import MetricsLogger
 
@@ -40,21 +39,6 @@ class RunContext:
     @property
     def plots(self) -> Path:
         return self.dir / "plots"
-
-
-def progress_enabled(setting: str) -> bool:
-    """Bars on a terminal, plain periodic lines in CI and pipes."""
-    if setting != "auto":
-        return setting == "on"
-    return sys.stderr.isatty() and not os.environ.get("CI")
-
-
-def quiet_library_progress_bars() -> None:
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _resume_point(cfg: Config, run_dir: Path, checkpoints: CheckpointManager) -> Path | None:

@@ -15,7 +15,6 @@ from posttrain.config import Config
 from posttrain.data import from_envs
 from posttrain.data.sources import load_messages
 from posttrain.data.trimming import fit_all
-from posttrain.envs import make_env
 from posttrain.evaluation import exact_match
 from posttrain.export import export_final
 from posttrain.hf_trainer import build_sft_trainer
@@ -44,8 +43,6 @@ def prepare(cfg: Config) -> Prepared:
         cut = cfg.eval.num_samples if len(samples) >= 4 * cfg.eval.num_samples else 0
         heldout, samples = samples[:cut], samples[cut:]
     else:
-        for task in cfg.data.tasks:
-            make_env(task)  # an unknown name fails here, with the closest registered one
         samples = from_envs.generate(cfg.data.tasks, cfg.data.difficulties, cfg.data.num_train, cfg.seed)
         heldout = from_envs.heldout(cfg.data.tasks[0], cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed)
     train, counts = fit_all(samples, tokenizer, cfg.data.max_seq_len)
