@@ -60,12 +60,13 @@ def throughput(args: argparse.Namespace) -> None:
     from posttrain.rollout.session import init_ray
     from posttrain.rollout.types import Request, SamplingParams
 
+    torch.set_num_threads(args.threads)  # a worker gets int(rollout.cpus_per_worker) = 1 thread
     model, tokenizer = load_model("zaya-tiny", seed=0)
     model.eval()
     batch = prompts(tokenizer, args.batch)
     params = SamplingParams(max_new_tokens=args.new_tokens)
     requests = [Request(id=str(i), prompt_ids=tuple(p), params=params) for i, p in enumerate(batch)]
-    init_ray(RayConfig(num_cpus=os.cpu_count()))
+    init_ray(RayConfig(num_cpus=3))  # logical: both fleets (3 workers) stay up, only one generates at a time
     fleets = {
         workers: RolloutFleet(
             "zaya-tiny", RolloutConfig(num_workers=workers, batch_size=-(-args.batch // workers)), device="cpu"
@@ -136,7 +137,8 @@ def main() -> None:
     speed = sub.add_parser("throughput")
     speed.add_argument("--runs", type=int, default=5)
     speed.add_argument("--batch", type=int, default=16)
-    speed.add_argument("--new-tokens", type=int, default=64)
+    speed.add_argument("--new-tokens", type=int, default=32)
+    speed.add_argument("--threads", type=int, default=1, help="torch threads of the in-process baseline")
     memory = sub.add_parser("rsa-memory")
     memory.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8])
     memory.add_argument("--N", type=int, default=16)

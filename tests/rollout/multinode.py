@@ -1,4 +1,4 @@
-"""Two Ray nodes on this machine (`ray start`), two workers spread over them, one generate, clean stop.
+"""Two Ray nodes on this machine (`ray start`), two workers placed one per node by a custom resource.
 
 Run as a script by test_multinode.py so that its cluster never meets the test session's local Ray.
 Prints one JSON line with what it saw. Each `ray start --block` runs in its own process group and takes
@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
+SLOT = "rollout_slot"
 
 
 def free_port() -> int:
@@ -27,10 +28,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def node_args(tag: str, worker_ports: tuple[int, int]) -> list[str]:
+def node_args(worker_ports: tuple[int, int]) -> list[str]:
+    # Two CPUs would fit both workers on one node; one `rollout_slot` per node is what spreads them.
     return [
-        "--num-cpus=1",
-        f"--resources={json.dumps({tag: 1})}",
+        "--num-cpus=2",
+        f"--resources={json.dumps({SLOT: 1})}",
         f"--min-worker-port={worker_ports[0]}",
         f"--max-worker-port={worker_ports[1]}",
         f"--node-manager-port={free_port()}",
@@ -96,7 +98,7 @@ def main() -> int:
             f"--temp-dir={temp}",
             "--include-dashboard=false",
             f"--ray-client-server-port={free_port()}",
-            *node_args("node_head", (23000, 23499)),
+            *node_args((23000, 23499)),
         ],
         temp / "head.log",
     )
@@ -105,13 +107,11 @@ def main() -> int:
         deadline = time.monotonic() + 120
         while not (temp / "session_latest").exists() and time.monotonic() < deadline:
             time.sleep(0.5)
-        nodes.append(start([f"--address={address}", *node_args("node_second", (23500, 23999))], temp / "second.log"))
+        nodes.append(start([f"--address={address}", *node_args((23500, 23999))], temp / "second.log"))
         ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         wait_for_nodes(address, 2)
-        rollout = RolloutConfig(num_workers=2, batch_size=2)
-        fleet = RolloutFleet(
-            "zaya-tiny", rollout, RayConfig(address=address, placement_strategy="STRICT_SPREAD"), device="cpu"
-        )
+        rollout = RolloutConfig(num_workers=2, batch_size=2, resources_per_worker={SLOT: 1})
+        fleet = RolloutFleet("zaya-tiny", rollout, RayConfig(address=address, placement_strategy="PACK"), device="cpu")
         try:
             info = fleet.info()
             params = SamplingParams(max_new_tokens=4)

@@ -15,7 +15,7 @@ def test_two_nodes_two_workers_generate_and_shut_down_cleanly():
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=540, env=cli_env())
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(set(result["nodes"])) == 2  # STRICT_SPREAD put the workers on different nodes
+    assert len(set(result["nodes"])) == 2  # the per-node rollout_slot resource, not PACK, decided
     assert result["request_ids"] == ["r0", "r1", "r2", "r3"]
     assert result["workers"] == ["w0.0", "w1.0"]
     assert all(1 <= n <= 4 for n in result["lengths"])
