@@ -26,6 +26,7 @@ class TrainBatch:
     rewards: torch.Tensor | None = None  # [B] float, for metrics
     old_logprobs: torch.Tensor | None = None  # [B, L]; None: the learner recomputes them
     ref_logprobs: torch.Tensor | None = None  # [B, L]; None: the learner computes them when KL is on
+    routing: torch.Tensor | None = None  # [B, L, layers] long, MoE classes from the rollout (−1 = route live)
 
     def __post_init__(self) -> None:
         size, length = self.input_ids.shape
@@ -35,7 +36,7 @@ class TrainBatch:
                 continue
             if value.shape[0] != size:
                 raise ValueError(f"TrainBatch.{f.name} has {value.shape[0]} rows, input_ids has {size}")
-            if value.dim() == 2 and value.shape[1] != length:
+            if value.dim() >= 2 and value.shape[1] != length:
                 raise ValueError(f"TrainBatch.{f.name} has width {value.shape[1]}, input_ids has {length}")
 
     @classmethod

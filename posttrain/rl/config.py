@@ -60,6 +60,7 @@ class RLConfig:
     logprob_chunk_size: int = 256  # sequence positions per LM-head chunk
     router_balancing: bool = True  # ZAYA only: update the routers' balancing biases after each optimizer step
     router_balancing_lr: float = 1e-3
+    router_replay: bool = True  # MoE only: reuse the rollout's routing when the batch carries it
     # batch filters and async
     dynamic_sampling: bool = True  # drop groups whose rewards are all equal; the loop refills
     overlong_filter: bool = False  # mask samples truncated by the token budget out of the loss

@@ -9,6 +9,7 @@
      accumulation does not change the gradient;
   3. after every optimizer step: grad-norm clipping before it, ZAYA router bias balancing after it;
   4. one scheduler step per `step()` call (the schedule counts rollout batches, not minibatches).
+With `batch.routing` (ZAYA) and `rl.router_replay`, every forward reuses the rollout's expert choices.
 Model weights are saved by the caller (save_pretrained); `state_dict()` holds everything else.
 """
 
@@ -27,6 +28,7 @@ from posttrain.rl.logprobs import token_logprobs
 from posttrain.rl.losses import LossParams, compute_policy_loss
 from posttrain.rl.optim import build_optimizers, build_schedulers
 from posttrain.rl.router_balancing import RouterBalancer, find_routers
+from posttrain.rl.router_replay import replay_routing
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,15 +63,17 @@ class Learner:
         self.step_count = 0
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch, *, entropy: bool = False):
-        return token_logprobs(
-            model,
-            batch.input_ids,
-            batch.attention_mask,
-            temperature=self.cfg.temperature,
-            chunk_size=self.cfg.logprob_chunk_size,
-            score_mask=batch.completion_mask,
-            with_entropy=entropy,
-        )
+        replay = self.cfg.router_replay and batch.routing is not None and bool(find_routers(model))
+        with replay_routing(model, batch.routing) if replay else nullcontext():
+            return token_logprobs(
+                model,
+                batch.input_ids,
+                batch.attention_mask,
+                temperature=self.cfg.temperature,
+                chunk_size=self.cfg.logprob_chunk_size,
+                score_mask=batch.completion_mask,
+                with_entropy=entropy,
+            )
 
     @torch.no_grad()
     def _fill_anchors(self, batch: TrainBatch) -> TrainBatch:

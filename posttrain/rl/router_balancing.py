@@ -2,9 +2,10 @@
 
 A ZAYA router scores E experts plus a compute-free skip class and routes each token to
 topk(softmax(logits) + balancing_biases); the biases are a buffer (skip starts at −1) that no gradient
-reaches. During the training forward, forward hooks on the routers recompute that choice from the
-router logits and count, per layer, how many non-pad tokens of the global batch went to each of the
-E + 1 classes. After the optimizer step, per layer:
+reaches. During the training forward, forward hooks on the routers read the choice the experts run (ZAYA
+marks a skipped token with gate weight 0; under router replay this is the replayed choice) and
+count, per layer, how many non-pad tokens of the global batch went to each of the E + 1 classes.
+After the optimizer step, per layer:
 
     p_c   = count_c / Σ counts                       (c over the E experts and skip)
     q_e   = p_e / (1 − p_skip)                       (share of the tokens that reached an expert)
@@ -31,12 +32,6 @@ from torch import nn
 def find_routers(model: nn.Module) -> list[nn.Module]:
     """Modules with a `balancing_biases` buffer over E + 1 classes (ZAYA's ZayaRouter), in layer order."""
     return [m for m in model.modules() if isinstance(getattr(m, "balancing_biases", None), torch.Tensor)]
-
-
-def routed_classes(router: nn.Module, router_logits: torch.Tensor) -> torch.Tensor:
-    """The classes a router picked, [tokens, top_k], recomputed exactly as ZAYA does from its logits."""
-    probs = torch.softmax(router_logits.detach(), dim=-1).to(torch.float32)
-    return torch.topk(probs + router.balancing_biases, router.top_k, dim=-1).indices
 
 
 class RouterBalancer:
@@ -67,7 +62,8 @@ class RouterBalancer:
 
     def _hook(self, layer: int):
         def hook(router: nn.Module, _inputs, output) -> None:
-            picked = routed_classes(router, output[0])
+            _, probs, indices, _ = output  # what the experts run (replayed routing included); skip = weight 0
+            picked = torch.where(probs == 0, router.num_experts, indices)
             weights = self._token_mask.to(picked.device)[:, None].expand_as(picked)
             self.counts[layer].index_add_(0, picked.reshape(-1), weights.reshape(-1).to(self.counts.device))
 
