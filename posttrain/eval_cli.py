@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from posttrain.config import compose, to_object
+from posttrain.config import Config, compose, to_object
 from posttrain.errors import UserError
 
 EXAMPLES = """\
@@ -22,14 +22,16 @@ examples:
 """
 
 
-def evaluate_envs(model_path: str, names: Sequence[str], overrides: Sequence[str] = ()) -> dict:
-    """{"model", "difficulty", "envs": {name: {"accuracy", "format_ok", "n"}}, "mean_accuracy"}."""
+def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config) -> dict:
+    """{"model", "difficulty", "envs": {name: {"accuracy", "format_ok", "n"}}, "mean_accuracy"}.
+
+    Uses `cfg.eval` (difficulty, sample count, generation budget), `cfg.envs` (pool) and `cfg.seed`.
+    """
     from posttrain.data.from_envs import heldout_problems
     from posttrain.envs import EnvPool, expand_names, make_env
     from posttrain.evaluation import greedy_completions
     from posttrain.models import load_model
 
-    cfg = to_object(compose("eval", [*overrides, f"model.path={model_path}"], layer_files=[]))
     env_names = expand_names(list(names))
     for name in env_names:
         make_env(name)  # unknown names fail before any work
@@ -64,8 +66,8 @@ def _handle(args: argparse.Namespace) -> int:
     given = dict(o.split("=", 1) for o in args.overrides if o.startswith(("model.path=", "output=")))
     if "model.path" not in given:
         raise UserError("missing model.path=<preset or checkpoint dir>, e.g. posttrain eval model.path=runs/sft/final")
-    names = to_object(compose("eval", overrides, layer_files=[])).envs.names
-    report = evaluate_envs(given["model.path"], names, overrides)
+    cfg = to_object(compose("eval", [*overrides, f"model.path={given['model.path']}"], layer_files=[]))
+    report = evaluate_envs(given["model.path"], cfg.envs.names, cfg)
     text = json.dumps(report, indent=2)
     if "output" in given:
         Path(given["output"]).write_text(text + "\n")

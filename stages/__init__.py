@@ -6,9 +6,9 @@ A stage module has `prepare(cfg)`, which checks and loads every input without wr
 
 from types import ModuleType
 
-from posttrain.stages import sft
+from posttrain.stages import rlve, sft
 
 ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")
-STAGES: dict[str, ModuleType] = {"sft": sft}
+STAGES: dict[str, ModuleType] = {"sft": sft, "rlve": rlve}
 
 __all__ = ["ORDER", "STAGES"]

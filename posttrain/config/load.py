@@ -90,9 +90,11 @@ def to_object(cfg: DictConfig) -> Config:
     """Instantiate the dataclasses, which runs their range checks."""
     try:
         return OmegaConf.to_object(cfg)
+    except UserError as exc:  # OmegaConf re-raises our error with its own detail lines appended
+        raise UserError(str(exc).splitlines()[0]) from None
     except OmegaConfBaseException as exc:
         if isinstance(exc.__cause__, UserError):
-            raise exc.__cause__ from None
+            raise UserError(str(exc.__cause__).splitlines()[0]) from None
         raise UserError(_describe(exc, [])) from None
 
 

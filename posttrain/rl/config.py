@@ -61,10 +61,14 @@ class RLConfig:
     router_balancing: bool = True  # ZAYA only: update the routers' balancing biases after each optimizer step
     router_balancing_lr: float = 1e-3
     router_replay: bool = True  # MoE only: reuse the rollout's routing when the batch carries it
+    # the loop (posttrain/rl/loop.py)
+    prompts_per_step: int = 128  # problems per step (after dynamic sampling's refills)
+    group_size: int = 16  # rollouts per problem with rollout.strategy=single
+    sync_every: int = 2  # push weights to the fleet every N learner steps (ZAYA1: 2)
     # batch filters and async
     dynamic_sampling: bool = True  # drop groups whose rewards are all equal; the loop refills
     overlong_filter: bool = False  # mask samples truncated by the token budget out of the loss
-    max_staleness: int = 0  # rollouts older than this many policy versions are dropped (0 = on-policy)
+    max_staleness: int = 2  # rollouts older than this many policy versions are dropped (0 = on-policy)
 
     def __post_init__(self) -> None:
         require(self.advantage in ADVANTAGES, f"rl.advantage must be one of {', '.join(ADVANTAGES)}")
@@ -95,3 +99,11 @@ class RLConfig:
         require(self.logprob_chunk_size >= 1, "rl.logprob_chunk_size must be >= 1")
         require(self.router_balancing_lr >= 0, "rl.router_balancing_lr must be >= 0")
         require(self.max_staleness >= 0, "rl.max_staleness must be >= 0")
+        require(self.prompts_per_step >= 1, "rl.prompts_per_step must be >= 1")
+        require(self.group_size >= 2, "rl.group_size must be >= 2 (advantages are relative to the group)")
+        require(self.sync_every >= 1, "rl.sync_every must be >= 1")
+        require(
+            self.sync_every - 1 <= self.max_staleness,
+            f"rl.sync_every={self.sync_every} makes rollouts up to {self.sync_every - 1} versions old; "
+            f"raise rl.max_staleness to >= {self.sync_every - 1} or lower rl.sync_every",
+        )
