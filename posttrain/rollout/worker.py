@@ -6,10 +6,13 @@ it directly as the `generate` callable of Markovian RSA.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import ray
 import torch
+import transformers
 
 from posttrain.rollout.engine import build_engine
 from posttrain.rollout.types import Request, Rollout, SamplingParams
@@ -38,22 +41,14 @@ class RolloutWorker:
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
+        transformers.utils.logging.disable_progress_bar()  # worker logs reach the driver's terminal
         self.worker_id = worker_id
         self.engine = build_engine(engine, model_path, seed=seed, dtype=dtype, device=device)
         self.version = 0
 
     def info(self) -> dict[str, Any]:
         """Where this worker runs (the multi-node test checks placement with it)."""
-        import os
-
-        node = None
-        try:
-            import ray
-
-            if ray.is_initialized():
-                node = ray.get_runtime_context().get_node_id()
-        except ImportError:
-            pass
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         return {"worker_id": self.worker_id, "pid": os.getpid(), "node_id": node, "version": self.version}
 
     def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> int:
