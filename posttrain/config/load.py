@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import get_type_hints
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -46,7 +47,7 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
             raise UserError(f"expected key=value, got {item!r}")
     try:
         return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as exc:
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise UserError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from None
 
 

@@ -92,6 +92,8 @@ class LoggingConfig:
     progress: str = "auto"
 
     def __post_init__(self) -> None:
+        # YAML reads a bare on/off as a boolean, which OmegaConf hands over as "True"/"False".
+        self.progress = {"true": "on", "false": "off"}.get(str(self.progress).lower(), str(self.progress).lower())
         require(self.progress in ("auto", "on", "off"), "logging.progress must be one of auto, on, off")
 
 

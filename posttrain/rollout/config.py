@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from posttrain.errors import UserError
+from posttrain.errors import require
 
 DEFAULT_AGGREGATION_TEMPLATE = (
     "{problem}\n\n"
@@ -24,10 +24,6 @@ WEIGHT_SYNC_BACKENDS = ("object_store",)
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise UserError(message)
-
 
 @dataclass
 class RayConfig:
@@ -38,9 +34,9 @@ class RayConfig:
     namespace: str = "posttrain"
 
     def __post_init__(self) -> None:
-        _require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus must be >= 1")
-        _require(self.num_gpus is None or self.num_gpus >= 0, "ray.num_gpus must be >= 0")
-        _require(
+        require(self.num_cpus is None or self.num_cpus >= 1, "ray.num_cpus must be >= 1")
+        require(self.num_gpus is None or self.num_gpus >= 0, "ray.num_gpus must be >= 0")
+        require(
             self.placement_strategy in PLACEMENT_STRATEGIES,
             f"ray.placement_strategy must be one of {', '.join(PLACEMENT_STRATEGIES)}",
         )
@@ -66,22 +62,22 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         from posttrain.rollout.engine import ENGINES
 
-        _require(self.num_workers >= 1, "rollout.num_workers must be >= 1")
-        _require(self.engine in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}")
-        _require(self.strategy in STRATEGIES, f"rollout.strategy must be one of {', '.join(STRATEGIES)}")
-        _require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
-        _require(self.temperature >= 0, "rollout.temperature must be >= 0 (0 is greedy)")
-        _require(0 < self.top_p <= 1, "rollout.top_p must be in (0, 1]")
-        _require(self.top_k >= 0, "rollout.top_k must be >= 0 (0 disables it)")
-        _require(all(self.stop), "rollout.stop must not contain empty strings")
-        _require(self.batch_size >= 1, "rollout.batch_size must be >= 1")
-        _require(self.cpus_per_worker > 0, "rollout.cpus_per_worker must be > 0")
-        _require(self.gpus_per_worker >= 0, "rollout.gpus_per_worker must be >= 0")
-        _require(
+        require(self.num_workers >= 1, "rollout.num_workers must be >= 1")
+        require(self.engine in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}")
+        require(self.strategy in STRATEGIES, f"rollout.strategy must be one of {', '.join(STRATEGIES)}")
+        require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")
+        require(self.temperature >= 0, "rollout.temperature must be >= 0 (0 is greedy)")
+        require(0 < self.top_p <= 1, "rollout.top_p must be in (0, 1]")
+        require(self.top_k >= 0, "rollout.top_k must be >= 0 (0 disables it)")
+        require(all(self.stop), "rollout.stop must not contain empty strings")
+        require(self.batch_size >= 1, "rollout.batch_size must be >= 1")
+        require(self.cpus_per_worker > 0, "rollout.cpus_per_worker must be > 0")
+        require(self.gpus_per_worker >= 0, "rollout.gpus_per_worker must be >= 0")
+        require(
             self.weight_sync in WEIGHT_SYNC_BACKENDS,
             f"rollout.weight_sync must be one of {', '.join(WEIGHT_SYNC_BACKENDS)}",
         )
-        _require(self.max_worker_restarts >= 0, "rollout.max_worker_restarts must be >= 0")
+        require(self.max_worker_restarts >= 0, "rollout.max_worker_restarts must be >= 0")
 
 
 @dataclass
@@ -98,15 +94,18 @@ class RSAConfig:
     candidate_template: str = DEFAULT_CANDIDATE_TEMPLATE
     final_temperature: float = 0.6  # the last round, whose candidates are the answers
     final_top_p: float = 0.95  # earlier rounds sample with rollout.temperature / top_p / top_k
+    train_rounds: list[int] = field(default_factory=lambda: [0, 1])  # RL trains on these rounds' candidates
 
     def __post_init__(self) -> None:
-        _require(self.N >= 1, f"rsa.N must be >= 1, got {self.N}")
-        _require(1 <= self.C <= self.N, f"rsa.C must be in [1, rsa.N={self.N}], got {self.C}")
-        _require(self.T >= 0, f"rsa.T must be >= 0, got {self.T}")
-        _require(self.beta >= 1, f"rsa.beta must be >= 1, got {self.beta}")
-        _require(1 <= self.tau <= self.beta, f"rsa.tau must be in [1, rsa.beta={self.beta}], got {self.tau}")
+        require(self.N >= 1, f"rsa.N must be >= 1, got {self.N}")
+        require(1 <= self.C <= self.N, f"rsa.C must be in [1, rsa.N={self.N}], got {self.C}")
+        require(self.T >= 0, f"rsa.T must be >= 0, got {self.T}")
+        require(self.beta >= 1, f"rsa.beta must be >= 1, got {self.beta}")
+        require(1 <= self.tau <= self.beta, f"rsa.tau must be in [1, rsa.beta={self.beta}], got {self.tau}")
         for key in ("{problem}", "{candidates}"):
-            _require(key in self.aggregation_template, f"rsa.aggregation_template must contain {key}")
-        _require("{tail}" in self.candidate_template, "rsa.candidate_template must contain {tail}")
-        _require(self.final_temperature >= 0, "rsa.final_temperature must be >= 0 (0 is greedy)")
-        _require(0 < self.final_top_p <= 1, "rsa.final_top_p must be in (0, 1]")
+            require(key in self.aggregation_template, f"rsa.aggregation_template must contain {key}")
+        require("{tail}" in self.candidate_template, "rsa.candidate_template must contain {tail}")
+        require(self.final_temperature >= 0, "rsa.final_temperature must be >= 0 (0 is greedy)")
+        require(0 < self.final_top_p <= 1, "rsa.final_top_p must be in (0, 1]")
+        in_range = all(0 <= t <= self.T for t in self.train_rounds)
+        require(in_range, f"rsa.train_rounds must be within [0, rsa.T={self.T}]")
