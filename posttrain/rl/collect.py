@@ -83,13 +83,9 @@ def collect_single(
 ) -> tuple[list[Sample], dict[str, float]]:
     """`group_size` independent samples per problem; each problem is one group."""
     start = time.perf_counter()
+    params = fleet.sampling_params(seed=step)  # one seed per call: requests sharing params share a batch
     requests = [
-        Request(
-            id=f"s{step}.p{i}.k{k}",
-            messages=[{"role": "user", "content": problem.prompt}],
-            group=i,
-            params=fleet.sampling_params(seed=hash((step, i, k)) & 0x7FFFFFFF),
-        )
+        Request(id=f"s{step}.p{i}.k{k}", messages=[{"role": "user", "content": problem.prompt}], group=i, params=params)
         for i, problem in enumerate(problems)
         for k in range(group_size)
     ]
