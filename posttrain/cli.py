@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
@@ -20,7 +20,11 @@ examples:
   posttrain run stage=sft trainer.max_steps=200 seed=1     # override any config key
   posttrain run stage=sft model.path=./my-base data.path=train.jsonl model.lora.r=8
   posttrain run stage=sft resume=auto                      # continue from the newest checkpoint
+  posttrain run stage=rlve                                 # RL on envs with adaptive difficulty (runs sft first if needed)
   posttrain run stage=all run.root=runs/exp1               # every stage, in order, chained by final/
+  posttrain envs list                                      # environments; `posttrain envs try add --difficulty 2 --seed 0`
+  posttrain eval model.path=runs/rlve/final envs.names=[add]
+  posttrain rsa prompt="What is 12+34?"                    # Markovian RSA inference
 
 Config keys are listed in configs/defaults.yaml and configs/stages/<stage>.yaml.
 """
@@ -37,6 +41,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_override_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    handler: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str,
+    epilog: str,
+    overrides_help: str = "config overrides",
+) -> argparse.ArgumentParser:
+    """A sub-command that takes `key=value` arguments; `handler(args)` returns the exit code."""
+    parser = subparsers.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    parser.set_defaults(func=handler)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posttrain",
@@ -45,15 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
-    run = sub.add_parser(
+    add_override_command(
+        sub,
         "run",
-        help="run a stage: posttrain run stage=<sft|all> [key=value ...]",
+        _run,
+        help="run a stage: posttrain run stage=<sft|rlve|all> [key=value ...]",
         description="Run a post-training stage with config overrides given as key=value.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        overrides_help="stage=<name> and config overrides",
     )
-    run.add_argument("overrides", nargs="*", metavar="key=value", help="stage=<name> and config overrides")
-    run.set_defaults(func=_run)
     for module in _subcommand_modules():
         module.register(sub)
     return parser

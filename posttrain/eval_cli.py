@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from posttrain.cli import add_override_command
 from posttrain.config import Config, compose, to_object
 from posttrain.errors import UserError
 
@@ -76,12 +77,11 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    add_override_command(
+        subparsers,
         "eval",
+        _handle,
         help="accuracy per environment on held-out problems, as JSON",
         description="Greedy accuracy per env on held-out problems. Keys: model.path, envs.names, eval.*, output.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    parser.set_defaults(func=_handle)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from posttrain.cli import add_override_command
 from posttrain.errors import UserError
 
 EXAMPLES = """\
@@ -27,15 +28,15 @@ COMMAND_KEYS = ("prompt", "output")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
+    add_override_command(
+        subparsers,
         "rsa",
+        rsa_command,
         help="Markovian RSA inference: posttrain rsa prompt=... [key=value ...]",
         description="Run Markovian RSA (N chains, C tails, T rounds) on the rollout fleet and vote on the answers.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        overrides_help="prompt=, output= and config overrides",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="prompt=, output= and config overrides")
-    parser.set_defaults(func=rsa_command)
 
 
 def _split(overrides: list[str]) -> tuple[dict[str, str], list[str]]:
