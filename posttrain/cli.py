@@ -20,9 +20,9 @@ examples:
   posttrain run stage=sft trainer.max_steps=200 seed=1     # override any config key
   posttrain run stage=sft model.path=./my-base data.path=train.jsonl model.lora.r=8
   posttrain run stage=sft resume=auto                      # continue from the newest checkpoint
-  posttrain run stage=rlve                                 # RL on envs with adaptive difficulty (runs sft first if needed)
+  posttrain run stage=rlve                                 # RL on envs, adaptive difficulty (sft first if needed)
   posttrain run stage=all run.root=runs/exp1               # every stage, in order, chained by final/
-  posttrain envs list                                      # environments; `posttrain envs try add --difficulty 2 --seed 0`
+  posttrain envs try add --difficulty 2 --seed 0           # one problem, its reference and the oracle's verdict
   posttrain eval model.path=runs/rlve/final envs.names=[add]
   posttrain rsa prompt="What is 12+34?"                    # Markovian RSA inference
 

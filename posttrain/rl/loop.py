@@ -122,6 +122,8 @@ class RLLoop:
     def run(self, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         start = self.restore() if self.ctx.resume_from else 0
         rl, max_steps = self.cfg.rl, self.cfg.trainer.max_steps
+        if start:  # the fleet loaded the checkpoint's weights as version 0: stamp them with their real version
+            self.parts.fleet.sync_weights(self.parts.learner.model.state_dict(), self.parts.learner.step_count)
         prefetch = ThreadPoolExecutor(1) if rl.max_staleness > 0 else None
         pending: Future | None = None
         try:
