@@ -70,20 +70,45 @@ def _check_same_stage(cfg: Config, run_dir: Path) -> None:
             raise UserError(f"run.dir={str(run_dir)!r} holds a '{previous}' run, not '{cfg.stage}'")
 
 
-def previous_stage_final(stage: str, cfg: Config, overrides: Sequence[str]) -> str:
-    """`model.path` default: the previous stage's final/ under run.root, built on demand."""
+SHARED_KEYS = ("run.root", "seed", "device", "logging.progress")
+
+
+def scoped_overrides(stage: str, overrides: Sequence[str]) -> list[str]:
+    """The overrides that apply to `stage`: unscoped ones, then `<stage>.key=value` with the prefix cut.
+
+    A prefix naming another pipeline stage (`sft.trainer.max_steps=30` while running rlve) is kept out of
+    this stage's config; it reaches that stage when it runs (`stage=all`, or built on demand below).
+    """
+    from posttrain.stages import ORDER
+
+    plain, mine = [], []
+    for item in overrides:
+        head, _, rest = item.partition(".")
+        if head not in ORDER:
+            plain.append(item)
+        elif head == stage:
+            mine.append(rest)
+    return plain + mine
+
+
+def previous_stage_final(stage: str, cfg: Config) -> tuple[str, str | None]:
+    """`model.path` default: (the previous stage's final/ under run.root, that stage's name if it must be built)."""
     from posttrain.stages import ORDER, STAGES
 
     earlier = [s for s in ORDER[: ORDER.index(stage)] if s in STAGES]
     if not earlier:
         raise UserError(f"stage '{stage}' has no previous stage; set model.path")
-    previous = earlier[-1]
-    final = Path(cfg.run.root) / previous / "final"
-    if not (final / "config.json").is_file():
-        print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
-        shared = [o for o in overrides if o.split("=", 1)[0] in ("run.root", "seed", "device", "logging.progress")]
-        run_stage(previous, [*shared, "resume=auto"])
-    return str(final)
+    final = Path(cfg.run.root) / earlier[-1] / "final"
+    return str(final), None if (final / "config.json").is_file() else earlier[-1]
+
+
+def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
+    """Run `previous` with the shared keys and every stage-scoped override (resuming a partial run)."""
+    from posttrain.stages import ORDER
+
+    print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
+    forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in ORDER]
+    run_stage(previous, [*forwarded, "resume=auto"])
 
 
 def run_stage(stage: str, overrides: Sequence[str]) -> dict:
@@ -92,18 +117,22 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
 
     if stage == "all":
         summaries = {}
-        for name in (s for s in ORDER if s in STAGES):
-            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith("run.dir=")])
+        for i, name in enumerate(s for s in ORDER if s in STAGES):
+            # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
+            dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
+            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)])
         return summaries
     if stage not in STAGES:
         suggestion = closest(stage, list(STAGES))
         hint = f"; did you mean '{suggestion}'?" if suggestion else ""
         raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*STAGES, 'all'])})")
     module = STAGES[stage]
-    raw: DictConfig = compose(stage, overrides)
+    raw: DictConfig = compose(stage, scoped_overrides(stage, overrides))
     cfg = to_object(raw)
+    build = None
     if cfg.model.path is None:
-        cfg.model.path = raw.model.path = previous_stage_final(stage, cfg, overrides)
+        cfg.model.path, build = previous_stage_final(stage, cfg)
+        raw.model.path = cfg.model.path
     run_dir = Path(cfg.run.dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     _check_same_stage(cfg, run_dir)
@@ -111,6 +140,10 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
     replace = resume_from is None and run_dir.exists() and any(run_dir.iterdir())
     if replace and not (run_dir / "config.yaml").is_file():
         raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
+    if build is not None:
+        if hasattr(module, "check"):  # the checks that need no model run before the previous stage's work
+            module.check(cfg)
+        build_previous(build, cfg.model.path, overrides)
     prepared = module.prepare(cfg)  # the last check that can fail on user input; nothing is written before it
 
     if replace:

@@ -11,6 +11,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -135,8 +136,11 @@ class RLLoop:
                     pending = prefetch.submit(self.produce, (step + 1) * 100, rl.prompts_per_step)
                 metrics.update(sample_metrics(scored, self.parts.curriculum))
                 metrics["samples_trained"] = len(usable)
+                for rsa_round, count in sorted(Counter(s.round for s in usable).items()):
+                    metrics[f"samples_trained/round{rsa_round}"] = count
                 tokens = sum(len(s.rollout.completion_ids) for s in scored)
                 metrics["generate_tokens_per_s"] = tokens / max(metrics["time/generate"], 1e-9)
+                metrics["time/learn"] = 0.0  # a step whose every group was dropped does not learn
                 if usable:
                     learned = self.parts.learner.step(self.batch(usable))
                     metrics.update({f"learn/{k}": v for k, v in learned.items()})
