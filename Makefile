@@ -29,8 +29,13 @@ test: setup
 lint: setup
 	$(BIN)/ruff check .
 
+# Every benchmark whose numbers README quotes (several minutes on 2 cores).
 bench: setup
-	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
+	$(BIN)/python bench/envs.py --runs 3 --workers 2
+	$(BIN)/python bench/rewards.py --repeats 3 --workers 2
+	$(BIN)/python bench/rollout.py throughput --runs 5
+	$(BIN)/python bench/rollout.py rsa-memory --T 1 2 4 8
+	$(BIN)/python bench/rl_learner.py logprobs
 
 clean:
 	rm -rf runs .pytest_cache
