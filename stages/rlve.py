@@ -32,12 +32,17 @@ class Prepared:
     envs: list[str]
 
 
-def prepare(cfg: Config) -> Prepared:
-    check_model_path(cfg.model.path)
+def check(cfg: Config) -> list[str]:
+    """The env names, expanded; the checks that need no model, so they run before a previous stage is built."""
     names = expand_names(list(cfg.envs.names))
     for name in names:
         make_env(name)  # unknown names fail before any work
-    return Prepared(names)
+    return names
+
+
+def prepare(cfg: Config) -> Prepared:
+    check_model_path(cfg.model.path)
+    return Prepared(check(cfg))
 
 
 def accuracy_table(before: dict, after: dict) -> str:

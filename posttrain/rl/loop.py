@@ -87,7 +87,7 @@ class RLLoop:
             if attempt == 0 and first is not None:
                 samples, timings = first.result()
             else:
-                missing = wanted - len({s.group for s in usable})
+                missing = wanted - _problems(usable)
                 samples, timings = self.produce(step * 100 + attempt, missing)
             offset = attempt * 1_000_000  # group ids of refills never collide with earlier ones
             for s in samples:
@@ -96,7 +96,7 @@ class RLLoop:
                 metrics[key] = metrics.get(key, 0.0) + value
             scored += samples
             usable += self._usable(samples, metrics)
-            if len({s.group for s in usable}) >= wanted:
+            if _problems(usable) >= wanted:
                 break
         with self.curriculum_lock:
             for s in scored:
@@ -189,6 +189,11 @@ class RLLoop:
         np.random.set_state(_tupled(state["numpy_rng"]))
         torch.set_rng_state(torch.load(directory / "torch_rng.pt"))
         return step_of(directory)
+
+
+def _problems(samples: list[Sample]) -> int:
+    """Distinct problems among `samples`; with Markovian RSA one problem has a group per trained round."""
+    return len({(s.problem.env, s.problem.seed, s.problem.difficulty, s.problem.prompt) for s in samples})
 
 
 def resume_weights(resume_from: Path | None) -> Path | None:

@@ -1,0 +1,93 @@
+"""Shared runs of `posttrain run stage=rlve` at toy size, through the real CLI in subprocesses.
+
+One session fixture builds the SFT model *through* rlve's build-on-demand path (no `model.path`, a fresh
+run.root, stage-scoped `sft.*` overrides), so the same ~40 s buys the SFT'd model every other test
+starts from, the build-on-demand check and the uninterrupted reference run the resume test compares to.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import cli_env
+
+# Every test's RL run: 4 prompts x 4 samples of 8 tokens a step; 8 held-out prompts before/after.
+TINY = [
+    "stage=rlve",
+    "rl.prompts_per_step=4",
+    "rl.group_size=4",
+    "rollout.max_new_tokens=8",
+    "eval.num_samples=8",
+    "logging.progress=off",
+]
+SFT_SMALL = ["sft.trainer.max_steps=30", "sft.data.num_train=2000", "sft.eval.num_samples=8"]
+# The reference run (and the killed one that must match it): a pass-rate curriculum, whose difficulty is
+# a float that moves every step, so a lost or stale curriculum state shows in the metrics.
+REFERENCE = [*TINY, "trainer.max_steps=5", "trainer.save_every=1", "trainer.keep_checkpoints=10"]
+REFERENCE += ["curriculum.kind=target", "seed=3"]
+
+
+def env() -> dict[str, str]:
+    # One torch thread per process: the box has 2 shared cores and every Ray worker is its own process.
+    return {**cli_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def posttrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "posttrain.cli", "run", *args],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def popen(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "posttrain.cli", "run", *args],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # SIGKILL of the group takes the run's Ray and worker processes down too
+    )
+
+
+@dataclass
+class ReferenceRun:
+    root: Path
+    result: subprocess.CompletedProcess
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "rlve"
+
+    @property
+    def sft_final(self) -> Path:
+        return self.root / "sft" / "final"
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory) -> ReferenceRun:
+    root = tmp_path_factory.mktemp("reference")
+    result = posttrain(*REFERENCE, *SFT_SMALL, f"run.root={root}", timeout=480)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return ReferenceRun(root, result)
+
+
+@pytest.fixture(scope="session")
+def sft_model(reference) -> str:
+    return str(reference.sft_final)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,154 @@
+"""`posttrain run stage=rlve` end to end through the real CLI: outputs, build-on-demand, resume, async, RSA."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from posttrain.cli import main
+from posttrain.metrics import read_metrics
+from tests.rl_loop.conftest import REFERENCE, TINY, popen, posttrain
+
+pytestmark = pytest.mark.slow
+
+PER_STEP = [
+    "reward/mean", "reward/std", "accuracy", "pass_rate/add", "difficulty/add", "response_length", "staleness",
+    "generate_tokens_per_s", "time/generate", "time/verify", "time/learn", "time/sync",
+]  # fmt: skip
+LEARNED = ["learn/clip_frac", "learn/entropy", "learn/kl_behaviour", "learn/train_tokens_per_s", "learn/loss"]
+# What a resumed sync-mode run must reproduce exactly (everything but wall-clock timings).
+DETERMINISTIC = ["reward/mean", "accuracy", "difficulty/add", "sampled_difficulty/add", "samples_trained"]
+
+
+def weights(directory) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_run_writes_config_metrics_checkpoints_final_plots_and_before_after(reference):
+    run_dir = reference.dir
+    assert (run_dir / "config.yaml").is_file()
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    for record in records:
+        assert set(PER_STEP) <= record.keys(), set(PER_STEP) - record.keys()
+        if record["samples_trained"]:
+            assert set(LEARNED) <= record.keys(), set(LEARNED) - record.keys()
+        assert 0 <= record["accuracy"] <= 1 and record["pass_rate/add"] == record["accuracy"]  # one env
+        assert 0 < record["response_length"] <= 8  # rollout.max_new_tokens
+        assert record["staleness"] == 0  # synchronous by this stage's default
+    assert any(r["samples_trained"] for r in records)
+
+    # final/ is the learner after the last step: an HF model equal to the last checkpoint's policy,
+    # and different from the SFT model it started from.
+    final = run_dir / "final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    AutoTokenizer.from_pretrained(final)
+    assert type(model).__name__ == "ZayaForCausalLM"
+    trained, last = weights(final), weights(run_dir / "checkpoints" / "step-5" / "policy")
+    assert all(torch.equal(trained[k], last[k]) for k in trained)
+    start = weights(reference.sft_final)
+    assert any(not torch.equal(trained[k], start[k]) for k in trained)
+    checkpoint = run_dir / "checkpoints" / "step-5"
+    assert {"learner.pt", "loop.json", "torch_rng.pt", "policy"} <= {p.name for p in checkpoint.iterdir()}
+
+    for plot in ("reward", "accuracy", "difficulty"):
+        assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 5
+    assert summary["before"]["model"] == str(reference.sft_final) and summary["after"]["model"] == str(final)
+    for side in ("before", "after"):
+        assert summary[side]["envs"]["add"]["n"] == 8
+    out = reference.result.stdout
+    table = out[out.index("before") :]
+    row = f"{summary['before']['envs']['add']['accuracy']:>8.1%}{summary['after']['envs']['add']['accuracy']:>8.1%}"
+    assert f"add{' ' * 21}{row}" in table
+
+
+def test_unset_model_path_builds_the_sft_stage_first_with_its_scoped_overrides(reference):
+    assert "running stage 'sft' first" in reference.result.stdout
+    sft_config = (reference.root / "sft" / "config.yaml").read_text()
+    assert "max_steps: 30" in sft_config and "num_train: 2000" in sft_config  # the sft.* overrides
+    assert [r["step"] for r in read_metrics(reference.root / "sft" / "metrics.jsonl")][-1] == 30
+    rlve_config = (reference.dir / "config.yaml").read_text()
+    assert f"path: {reference.sft_final}" in rlve_config and "max_steps: 5" in rlve_config
+
+
+def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(reference, tmp_path):
+    args = [*REFERENCE, f"model.path={reference.sft_final}", f"run.root={tmp_path}"]
+    process = popen(*args)
+    run_dir = tmp_path / "rlve"
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoints" / "step-2").exists() and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (run_dir / "final").exists()
+
+    resumed = posttrain(*args, "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records, expected = read_metrics(run_dir / "metrics.jsonl"), read_metrics(reference.dir / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    # Sync mode on CPU is exactly reproducible: same problems, samples, curriculum and updates.
+    for got, want in zip(records, expected, strict=True):
+        assert {k: got[k] for k in DETERMINISTIC} == {k: want[k] for k in DETERMINISTIC}, got["step"]
+        assert got.get("learn/loss") == want.get("learn/loss")
+    assert len({r["difficulty/add"] for r in records}) > 1  # the curriculum really moved across the kill
+    state, want_state = (
+        json.loads((d / "checkpoints" / "step-5" / "loop.json").read_text()) for d in (run_dir, reference.dir)
+    )
+    assert state["curriculum"] == want_state["curriculum"]
+    got, want = weights(run_dir / "final"), weights(reference.dir / "final")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+def test_async_rollouts_are_at_most_max_staleness_versions_old(sft_model, tmp_path):
+    result = posttrain(
+        *TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=3",
+        "rl.max_staleness=1", "rl.sync_every=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_metrics(tmp_path / "rlve" / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(0 <= r["staleness"] <= 1 and r["stale_dropped"] == 0 for r in records)
+    assert records[0]["staleness"] == 0  # nothing was prefetched before step 1
+
+
+def test_markovian_rsa_trains_on_round_0_and_round_1_groups(sft_model, tmp_path):
+    result = posttrain(
+        *TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=2",
+        "rollout.strategy=markovian_rsa", "rsa.N=4", "rsa.C=2", "rsa.T=1", "rsa.beta=8", "rsa.tau=4",
+        "rsa.train_rounds=[0,1]", "rl.dynamic_sampling=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for record in read_metrics(tmp_path / "rlve" / "metrics.jsonl"):
+        # 4 problems x N=4 chains in each round, all kept (no dynamic sampling)
+        assert record["samples_trained/round0"] == 16 and record["samples_trained/round1"] == 16
+        assert record["samples_trained"] == 32 and "learn/loss" in record
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("envs.names=[add,no_such_env]", "no_such_env"),
+        ("rl.group_size=1", "rl.group_size"),
+        ("rl.prompts_per_step=0", "rl.prompts_per_step"),
+        ("rl.advantage=maxrll", "rl.advantage"),
+        ("rl.max_staleness=0 rl.sync_every=2", "rl.max_staleness"),  # would train on stale rollouts
+        ("rl.bogus=1", "rl.bogus"),
+    ],
+)
+def test_bad_input_exits_2_before_building_anything(tmp_path, capsys, override, message):
+    # No model.path: a valid command would build the sft stage first; a bad one must fail before that.
+    code = main(["run", *TINY, f"run.root={tmp_path / 'runs'}", *override.split()])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "runs").exists()
