@@ -16,10 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_rlve_steps_on_a_two_node_cluster_with_a_worker_per_node(tmp_path):
-    script = Path(__file__).with_name("multinode_rl.py")
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=560, env=env()
-    )
+    repo = Path(__file__).parents[2]  # run as a module so that it can import the rollout test's helpers
+    command = [sys.executable, "-m", "tests.rl_loop.multinode_rl", str(tmp_path)]
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=560, env=env())
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["slots"] == 2  # one per node: two workers cannot share a node
