@@ -24,7 +24,7 @@ PER_STEP = [
 ]  # fmt: skip
 LEARNED = ["learn/clip_frac", "learn/entropy", "learn/kl_behaviour", "learn/train_tokens_per_s", "learn/loss"]
 # What a resumed sync-mode run must reproduce exactly (everything but wall-clock timings).
-DETERMINISTIC = ["reward/mean", "accuracy", "difficulty/add", "sampled_difficulty/add", "samples_trained"]
+DETERMINISTIC = ["reward/mean", "accuracy", "sampled_difficulty/add", "samples_trained", "learn/loss"]
 
 
 def weights(directory) -> dict[str, torch.Tensor]:
@@ -99,8 +99,10 @@ def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(refer
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
     # Sync mode on CPU is exactly reproducible: same problems, samples, curriculum and updates.
     for got, want in zip(records, expected, strict=True):
-        assert {k: got[k] for k in DETERMINISTIC} == {k: want[k] for k in DETERMINISTIC}, got["step"]
-        assert got.get("learn/loss") == want.get("learn/loss")
+        assert {k: got.get(k) for k in DETERMINISTIC} == {k: want.get(k) for k in DETERMINISTIC}, got["step"]
+        # The target curriculum's level sums a set of string keys, whose order follows the per-process
+        # hash seed: equal states can report levels that differ in the last bit.
+        assert got["difficulty/add"] == pytest.approx(want["difficulty/add"], rel=1e-12, abs=1e-12)
     assert len({r["difficulty/add"] for r in records}) > 1  # the curriculum really moved across the kill
     state, want_state = (
         json.loads((d / "checkpoints" / "step-5" / "loop.json").read_text()) for d in (run_dir, reference.dir)
