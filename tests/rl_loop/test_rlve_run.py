@@ -92,11 +92,13 @@ def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(refer
     process.wait()
     assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (run_dir / "final").exists()
+    before_kill = read_metrics(run_dir / "metrics.jsonl")[:2]
 
     resumed = posttrain(*args, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records, expected = read_metrics(run_dir / "metrics.jsonl"), read_metrics(reference.dir / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2, 3, 4, 5]
+    assert records[:2] == before_kill  # steps 1-2 were kept, not re-run (their wall-clock timings are unchanged)
     # Sync mode on CPU is exactly reproducible: same problems, samples, curriculum and updates.
     for got, want in zip(records, expected, strict=True):
         assert {k: got.get(k) for k in DETERMINISTIC} == {k: want.get(k) for k in DETERMINISTIC}, got["step"]
