@@ -57,7 +57,8 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
     cfg = ctx.cfg
     model, tokenizer = load_model(cfg.model.path, seed=cfg.seed)
     model = apply_lora(model, cfg.model.lora)
-    ctx.metrics.log(0, {f"data/{k}": v for k, v in prepared.counts.items()})
+    if ctx.resume_from is None:  # step 0 is already in the stream of a resumed run
+        ctx.metrics.log(0, {f"data/{k}": v for k, v in prepared.counts.items()})
     dataset = Dataset.from_list([_prompt_completion(s) for s in prepared.train])
     trainer, callback = build_sft_trainer(ctx, model, tokenizer, dataset)
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
