@@ -166,7 +166,8 @@ class TargetCurriculum(Curriculum):
     def level(self, env: str) -> float:
         """Posterior-mean-weighted difficulty: where the env is currently being held."""
         wins, losses = self.state[env]["wins"], self.state[env]["losses"]
-        counts = {d: wins.get(d, 0.0) + losses.get(d, 0.0) for d in set(wins) | set(losses)}
+        # sorted, so the float sum is the same in every process (set order follows the hash seed)
+        counts = {d: wins.get(d, 0.0) + losses.get(d, 0.0) for d in sorted(set(wins) | set(losses))}
         total = sum(counts.values())
         return sum(int(d) * c for d, c in counts.items()) / total if total else 0.0
 

@@ -64,13 +64,17 @@ def _score(
     rounds: Sequence[int],
     pool: EnvPool,
     canary: RepetitionCanary,
-) -> list[Sample]:
+    started: float,
+) -> tuple[list[Sample], dict[str, float]]:
+    """Verdicts gated by the repetition canary, and the step's time split (generation began at `started`)."""
+    generated = time.perf_counter()
     verdicts = pool.verify_many([(p, r.text) for p, r in zip(problems, rollouts, strict=True)])
     alive = canary([p.prompt for p in problems], [r.text for r in rollouts]).scores
-    return [
+    samples = [
         Sample(p, r, g, v.reward * keep, v.correct and keep > 0, v.format_ok, t)
         for p, r, v, keep, g, t in zip(problems, rollouts, verdicts, alive, groups, rounds, strict=True)
     ]
+    return samples, {"time/generate": generated - started, "time/verify": time.perf_counter() - generated}
 
 
 def collect_single(
@@ -90,10 +94,8 @@ def collect_single(
         for k in range(group_size)
     ]
     rollouts = fleet.generate(requests)
-    generated = time.perf_counter()
     owners = [problems[r.group] for r in rollouts]
-    samples = _score(owners, rollouts, [r.group for r in rollouts], [0] * len(rollouts), pool, canary)
-    return samples, {"time/generate": generated - start, "time/verify": time.perf_counter() - generated}
+    return _score(owners, rollouts, [r.group for r in rollouts], [0] * len(rollouts), pool, canary, start)
 
 
 def collect_rsa(
@@ -108,7 +110,6 @@ def collect_rsa(
     """Markovian RSA trees; the candidates of each round in `train_rounds` form one group per problem."""
     start = time.perf_counter()
     trees = fleet.run_rsa([p.prompt for p in problems], rsa, seed=step)
-    generated = time.perf_counter()
     owners, rollouts, groups, rounds = [], [], [], []
     for i, (problem, tree) in enumerate(zip(problems, trees, strict=True)):
         for t in train_rounds:
@@ -118,8 +119,7 @@ def collect_rsa(
                     rollouts.append(candidate.rollout)
                     groups.append(i * len(tree.rounds) + t)
                     rounds.append(t)
-    samples = _score(owners, rollouts, groups, rounds, pool, canary)
-    return samples, {"time/generate": generated - start, "time/verify": time.perf_counter() - generated}
+    return _score(owners, rollouts, groups, rounds, pool, canary, start)
 
 
 def sample_metrics(samples: Sequence[Sample], curriculum: Curriculum) -> dict[str, Any]:

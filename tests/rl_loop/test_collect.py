@@ -51,8 +51,9 @@ def test_score_zeroes_the_reward_of_a_repetitive_but_correct_completion(pool):
     ]
     verdicts = pool.verify_many([(problem, t) for t in texts])
     assert verdicts[0].correct and verdicts[1].correct  # the env alone would reward the loop
-    samples = _score([problem] * 4, [rollout(t, i) for i, t in enumerate(texts)], [0] * 4, [0] * 4, pool,
-                     RepetitionCanary(threshold=0.05))  # fmt: skip
+    rollouts = [rollout(t, i) for i, t in enumerate(texts)]
+    samples, timings = _score([problem] * 4, rollouts, [0] * 4, [0] * 4, pool, RepetitionCanary(threshold=0.05), 0.0)
+    assert set(timings) == {"time/generate", "time/verify"}
     assert samples[0].reward == verdicts[0].reward > 0 and samples[0].correct
     assert samples[1].reward == 0 and not samples[1].correct
     assert [s.reward for s in samples[2:]] == [0, 0] and not any(s.correct for s in samples[2:])
