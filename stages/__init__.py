@@ -1,7 +1,8 @@
 """The post-training stages, in pipeline order. Each is a thin composition of the engine.
 
 A stage module has `prepare(cfg)`, which checks and loads every input without writing anything, and
-`run(prepared, ctx) -> summary`, which does the work inside the run directory.
+`run(prepared, ctx) -> summary`, which does the work inside the run directory. An optional
+`check(cfg)` holds the checks that need no model, so they run before a previous stage is built.
 """
 
 from types import ModuleType

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from posttrain.errors import UserError
-from posttrain.models.presets import PRESETS, preset_config, preset_init
+from posttrain.models.presets import PRESETS, preset_config
 from posttrain.models.tokenizer import build_char_tokenizer
 
 
@@ -62,11 +62,6 @@ def load_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-        with torch.no_grad():
-            for parameter_name, parameter in model.named_parameters():
-                for suffix, value in preset_init(path).items():
-                    if parameter_name.endswith(suffix):
-                        parameter.fill_(value)
     else:
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

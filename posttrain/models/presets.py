@@ -20,18 +20,8 @@ def _preset_files() -> dict[str, resources.abc.Traversable]:
 PRESETS: tuple[str, ...] = tuple(sorted(_preset_files()))
 
 
-def _spec(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.create(_preset_files()[name].read_text()))
-
-
-def preset_init(name: str) -> dict[str, float]:
-    """Parameter-name suffix -> constant, for the preset's departures from the architecture's init."""
-    return _spec(name).get("init", {})
-
-
 def preset_config(name: str, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    spec = _spec(name)
-    spec.pop("init", None)
+    spec = OmegaConf.to_container(OmegaConf.create(_preset_files()[name].read_text()))
     model_type = spec.pop("model_type")
     return AutoConfig.for_model(
         model_type,
