@@ -24,6 +24,7 @@ demo: setup
 	$(BIN)/posttrain run stage=sft run.overwrite=true
 
 test: setup
+	$(BIN)/ruff check .
 	bash .ci/pytest.sh
 
 lint: setup
