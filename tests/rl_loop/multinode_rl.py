@@ -12,31 +12,15 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from tests.rollout.multinode import SLOT, free_port, node_args, start, stop, wait_for_nodes
+from tests.rollout.multinode import SLOT, two_node_cluster
 
 
 def main(run_root: str) -> int:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
-    temp = Path(tempfile.mkdtemp(prefix="rln", dir="/tmp"))
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head_args = ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"]
-    head_args += [f"--ray-client-server-port={free_port()}", *node_args((24000, 24499))]
-    nodes = [start(head_args, temp / "head.log")]
-    result: dict = {}
-    try:
-        deadline = time.monotonic() + 120
-        while not (temp / "session_latest").exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        nodes.append(start([f"--address={address}", *node_args((24500, 24999))], temp / "second.log"))
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-        wait_for_nodes(address, 2)
+    with two_node_cluster("rln", 24000) as (address, _, result):
         result["slots"] = ray.cluster_resources().get(SLOT)
         ray.shutdown()
         args = ["stage=rlve", "model.path=zaya-tiny", f"run.root={run_root}", f"ray.address={address}"]
@@ -51,10 +35,6 @@ def main(run_root: str) -> int:
             timeout=400,
         )
         result.update(returncode=run.returncode, stderr=run.stderr[-3000:])
-    finally:
-        for process in reversed(nodes):
-            stop(process)
-    result["leftover"] = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
     print(json.dumps(result))
     return 0
 

@@ -8,6 +8,7 @@ which would also stop other people's clusters).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -80,6 +82,36 @@ def wait_for_nodes(address: str, count: int, timeout_s: float = 120) -> None:
     raise TimeoutError(f"only {sum(n['Alive'] for n in ray.nodes())} of {count} nodes joined {address}")
 
 
+@contextlib.contextmanager
+def two_node_cluster(prefix: str, first_port: int) -> Iterator[tuple[str, Path, dict]]:
+    """A head and a second node on 127.0.0.1, each offering one SLOT; both stopped on exit.
+
+    Yields (address, temp dir, result dict); on exit the dict gets "leftover": Ray processes still alive.
+    """
+    import ray
+
+    temp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head_args = ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"]
+    head_args += [f"--ray-client-server-port={free_port()}", *node_args((first_port, first_port + 499))]
+    nodes = [start(head_args, temp / "head.log")]
+    result: dict = {}
+    try:
+        deadline = time.monotonic() + 120
+        while not (temp / "session_latest").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        second = [f"--address={address}", *node_args((first_port + 500, first_port + 999))]
+        nodes.append(start(second, temp / "second.log"))
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        wait_for_nodes(address, 2)
+        yield address, temp, result
+    finally:
+        for process in reversed(nodes):
+            stop(process)
+    result["leftover"] = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
+
+
 def main() -> int:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
@@ -88,28 +120,7 @@ def main() -> int:
     from posttrain.rollout.fleet import RolloutFleet
     from posttrain.rollout.types import Request, SamplingParams
 
-    temp = Path(tempfile.mkdtemp(prefix="rmn", dir="/tmp"))
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = start(
-        [
-            "--head",
-            f"--port={port}",
-            f"--temp-dir={temp}",
-            "--include-dashboard=false",
-            f"--ray-client-server-port={free_port()}",
-            *node_args((23000, 23499)),
-        ],
-        temp / "head.log",
-    )
-    nodes = [head]
-    try:
-        deadline = time.monotonic() + 120
-        while not (temp / "session_latest").exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        nodes.append(start([f"--address={address}", *node_args((23500, 23999))], temp / "second.log"))
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-        wait_for_nodes(address, 2)
+    with two_node_cluster("rmn", 23000) as (address, _, result):
         rollout = RolloutConfig(num_workers=2, batch_size=2, resources_per_worker={SLOT: 1})
         fleet = RolloutFleet("zaya-tiny", rollout, RayConfig(address=address, placement_strategy="PACK"), device="cpu")
         try:
@@ -122,16 +133,12 @@ def main() -> int:
         finally:
             fleet.shutdown()
         ray.shutdown()
-        result = {
-            "nodes": sorted(w["node_id"] for w in info),
-            "request_ids": [r.request_id for r in rollouts],
-            "workers": sorted({r.worker_id for r in rollouts}),
-            "lengths": [len(r.completion_ids) for r in rollouts],
-        }
-    finally:
-        for process in reversed(nodes):
-            stop(process)
-    result["leftover"] = subprocess.run(["pgrep", "-f", str(temp)], capture_output=True, text=True).stdout.split()
+        result.update(
+            nodes=sorted(w["node_id"] for w in info),
+            request_ids=[r.request_id for r in rollouts],
+            workers=sorted({r.worker_id for r in rollouts}),
+            lengths=[len(r.completion_ids) for r in rollouts],
+        )
     print(json.dumps(result))
     return 0
 
