@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from tests.conftest import cli_env
 
@@ -83,11 +82,3 @@ def reference(tmp_path_factory) -> ReferenceRun:
 @pytest.fixture(scope="session")
 def sft_model(reference) -> str:
     return str(reference.sft_final)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
