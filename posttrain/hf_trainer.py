@@ -11,10 +11,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
+from posttrain.devices import resolve_device
 from posttrain.runner import RunContext
 
 
@@ -37,12 +37,6 @@ class RunDirCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
         written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.ctx.checkpoints.commit(written, state.global_step)
-
-
-def training_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
@@ -69,7 +63,7 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any)
         disable_tqdm=not ctx.progress,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        use_cpu=training_device(cfg.device) == "cpu",
+        use_cpu=resolve_device(cfg.device) == "cpu",
         bf16=cfg.model.dtype == "bfloat16",
         max_length=cfg.data.max_seq_len,
         completion_only_loss=True,

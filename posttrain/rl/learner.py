@@ -22,6 +22,7 @@ from contextlib import nullcontext
 import torch
 from transformers import PreTrainedModel
 
+from posttrain.devices import resolve_device
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.config import RLConfig
 from posttrain.rl.logprobs import token_logprobs
@@ -29,12 +30,6 @@ from posttrain.rl.losses import LossParams, compute_policy_loss
 from posttrain.rl.optim import build_optimizers, build_schedulers
 from posttrain.rl.router_balancing import RouterBalancer, find_routers
 from posttrain.rl.router_replay import replay_routing
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class Learner:
@@ -51,7 +46,7 @@ class Learner:
         if cfg.kl_coef > 0 and not cfg.kl_in_reward and ref_model is None:
             raise ValueError("rl.kl_coef > 0 with the KL in the loss needs a reference model")
         self.cfg = cfg
-        self.device = resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device)
         self.ref_model = ref_model.to(self.device).eval().requires_grad_(False) if ref_model is not None else None
         self.optimizers = build_optimizers(self.model, cfg)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
 
+from posttrain.devices import resolve_device
 from posttrain.rollout.types import Completion, SamplingParams
 
 ENGINES: dict[str, type[Engine]] = {}
@@ -34,12 +35,6 @@ def register_engine(name: str) -> Callable[[type[Engine]], type[Engine]]:
         return cls
 
     return add
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 class Engine(ABC):
