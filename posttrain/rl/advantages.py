@@ -10,18 +10,13 @@ from collections.abc import Callable
 
 import torch
 
+from posttrain.registry import registrar
+
 AdvantageFn = Callable[..., torch.Tensor]
 ADVANTAGE_REGISTRY: dict[str, AdvantageFn] = {}
 
 
-def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    def wrap(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_REGISTRY:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        ADVANTAGE_REGISTRY[name] = fn
-        return fn
-
-    return wrap
+register_advantage = registrar(ADVANTAGE_REGISTRY, "advantage estimator")
 
 
 def compute_advantages(name: str, rewards: torch.Tensor, group_ids: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from posttrain.registry import registrar
+
 Tensor = torch.Tensor
 
 
@@ -28,14 +30,7 @@ PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, LossParams], tuple[Tens
 POLICY_LOSS_REGISTRY: dict[str, PolicyLossFn] = {}
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    def wrap(fn: PolicyLossFn) -> PolicyLossFn:
-        if name in POLICY_LOSS_REGISTRY:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        POLICY_LOSS_REGISTRY[name] = fn
-        return fn
-
-    return wrap
+register_policy_loss = registrar(POLICY_LOSS_REGISTRY, "policy loss")
 
 
 @register_policy_loss("ppo_clip")
