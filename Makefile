@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/posttrain run stage=sft run.overwrite=true
+	$(BIN)/posttrain run stage=all run.overwrite=true
 
 test: setup
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from posttrain.cli import add_override_command
 from posttrain.config import Config, compose, to_object
+from posttrain.config.schema import EvalConfig
 from posttrain.errors import UserError
 
 EXAMPLES = """\
@@ -20,19 +21,24 @@ examples:
   posttrain eval model.path=runs/sft/final envs.names=[add,sort]
   posttrain eval model.path=runs/rlve/final envs.names=[builtin] eval.difficulty=2 eval.num_samples=50
   posttrain eval model.path=zaya-tiny envs.names=[add] output=before.json
+  posttrain eval model.path=runs/rlve/final envs.names=[add] eval.temperature=1.0 eval.samples=4
 """
 
 
-def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config) -> dict:
-    """{"model", "difficulty", "envs": {name: {"accuracy", "format_ok", "n"}}, "mean_accuracy"}.
+def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config, eval_cfg: EvalConfig | None = None) -> dict:
+    """{"model", "difficulty", "temperature", "samples", "envs": {name: {"accuracy", "format_ok", "n"}},
+    "mean_accuracy"}.
 
-    Uses `cfg.eval` (difficulty, sample count, generation budget), `cfg.envs` (pool) and `cfg.seed`.
+    Uses `eval_cfg` (default `cfg.eval`: difficulty, prompt count, decoding), `cfg.envs` (pool) and
+    `cfg.seed`. With eval.temperature > 0, accuracy is pass@1: the mean over eval.samples answers per
+    prompt; n counts prompts.
     """
     from posttrain.data.from_envs import heldout_problems
     from posttrain.envs import EnvPool, expand_names, make_env
-    from posttrain.evaluation import greedy_completions
+    from posttrain.evaluation import generate_completions
     from posttrain.models import load_model
 
+    ev = eval_cfg or cfg.eval
     env_names = expand_names(list(names))
     for name in env_names:
         make_env(name)  # unknown names fail before any work
@@ -40,23 +46,32 @@ def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config) -> dict:
     results = {}
     with EnvPool(cfg.envs, warm=env_names) as pool:
         for name in env_names:
-            pairs = heldout_problems(name, cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed, pool)
-            problems = [p for p, _ in pairs]
-            prompts = [[{"role": "user", "content": p.prompt}] for p in problems]
-            completions = greedy_completions(
-                model, tokenizer, prompts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size
+            pairs = heldout_problems(name, ev.difficulty, ev.num_samples, cfg.seed, pool)
+            problems = [p for p, _ in pairs for _ in range(ev.samples)]
+            prompts = [[{"role": "user", "content": p.prompt}] for p, _ in pairs]
+            completions = generate_completions(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=ev.max_new_tokens,
+                batch_size=ev.batch_size,
+                temperature=ev.temperature,
+                samples=ev.samples,
+                seed=cfg.seed,
             )
             verdicts = pool.verify_many(list(zip(problems, completions, strict=True)))
-            n = len(verdicts)
+            graded = len(verdicts)
             results[name] = {
-                "accuracy": sum(v.correct for v in verdicts) / n if n else None,
-                "format_ok": sum(v.format_ok for v in verdicts) / n if n else None,
-                "n": n,
+                "accuracy": sum(v.correct for v in verdicts) / graded if graded else None,
+                "format_ok": sum(v.format_ok for v in verdicts) / graded if graded else None,
+                "n": len(pairs),
             }
     scored = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
     return {
         "model": model_path,
-        "difficulty": cfg.eval.difficulty,
+        "difficulty": ev.difficulty,
+        "temperature": ev.temperature,
+        "samples": ev.samples,
         "envs": results,
         "mean_accuracy": sum(scored) / len(scored) if scored else None,
     }
@@ -82,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         _handle,
         help="accuracy per environment on held-out problems, as JSON",
-        description="Greedy accuracy per env on held-out problems. Keys: model.path, envs.names, eval.*, output.",
+        description=(
+            "Accuracy per env on held-out problems: greedy, or pass@1 over sampled answers with eval.temperature > 0."
+            " Keys: model.path, envs.names, eval.*, output."
+        ),
         epilog=EXAMPLES,
     )

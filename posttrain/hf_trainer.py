@@ -11,10 +11,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
+from posttrain.rl.router_balancing import RouterBalancer, find_routers
 from posttrain.runner import RunContext
 
 
@@ -31,12 +33,54 @@ class RunDirCallback(TrainerCallback):
             return
         self.ctx.metrics.log(state.global_step, logs)
         if not self.ctx.progress and state.global_step % self._report_every == 0:
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in logs.items() if isinstance(v, int | float))
+            # per-layer router metrics stay in metrics.jsonl; the line shows their layer means
+            numbers = {k: v for k, v in logs.items() if isinstance(v, int | float) and "/layer" not in k}
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items())
             print(f"step {state.global_step}/{state.max_steps}: {shown}", flush=True)
 
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
         written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         self.ctx.checkpoints.commit(written, state.global_step)
+
+
+class RouterBalancingCallback(TrainerCallback):
+    """ZAYA's router bias balancing after every optimizer step, with the rule the RL learner uses.
+
+    Without it SFT leaves the routers wherever the gradient put them, and an RL stage that balances would
+    start by re-routing tokens the policy was trained on. Its Adam moments travel with each checkpoint,
+    so a resumed run balances exactly as the uninterrupted one. Must run before `RunDirCallback`, whose
+    `on_log` and `on_save` read what this one adds.
+    """
+
+    STATE_FILE = "router_balancer.pt"
+
+    def __init__(self, model: Any, lr: float, resume_from: Path | None) -> None:
+        self.model = model
+        self.balancer = RouterBalancer(model, lr=lr)
+        self.resume_from = resume_from
+        self.metrics: dict[str, float] = {}
+        self._detach: Any = None
+
+    def on_train_begin(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        saved = self.resume_from / self.STATE_FILE if self.resume_from else None
+        if saved is not None and saved.is_file():
+            self.balancer.load_state_dict(torch.load(saved, weights_only=False))
+        self._detach = self.balancer.attach(self.model)
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        self.metrics = self.balancer.step()
+
+    def on_log(self, args: TrainingArguments, state: Any, control: Any, logs: dict | None = None, **_: Any) -> None:
+        if logs is not None and "loss" in logs:
+            logs.update(self.metrics)
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        written = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        torch.save(self.balancer.state_dict(), written / self.STATE_FILE)
+
+    def on_train_end(self, args: TrainingArguments, state: Any, control: Any, **_: Any) -> None:
+        if self._detach is not None:
+            self._detach()
 
 
 # TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
@@ -70,8 +114,11 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any)
         dataloader_num_workers=0,
     )
     callback = RunDirCallback(ctx)
+    callbacks: list[TrainerCallback] = [callback]
+    if trainer_cfg.router_balancing and find_routers(model):
+        callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[callback]
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
     trainer.remove_callback(PrinterCallback)
     return trainer, callback

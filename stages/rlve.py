@@ -6,7 +6,7 @@ RSA), env verdicts gated by the repetition canary, and the learner, joined by po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from posttrain.config import Config
 from posttrain.envs import EnvPool, expand_names, make_curriculum, make_env
@@ -24,6 +24,7 @@ PLOTS = {
     "accuracy": ["accuracy", "pass_rate/*"],
     "difficulty": ["difficulty/*"],
     "time_split": ["time/generate", "time/verify", "time/learn", "time/sync"],
+    "router_load": ["learn/router/max_load", "learn/router/load_entropy"],
 }
 
 
@@ -45,17 +46,40 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(check(cfg))
 
 
+def evaluate(model_path: str, envs: list[str], cfg: Config) -> dict:
+    """Held-out accuracy under `cfg.eval` and, when that samples, greedy too: RL trains the sampled policy,
+    and a greedy column shows whether the gain is more than a sharper distribution."""
+    report = {"eval": evaluate_envs(model_path, envs, cfg)}
+    if cfg.eval.temperature > 0:
+        report["greedy"] = evaluate_envs(model_path, envs, cfg, replace(cfg.eval, temperature=0.0, samples=1))
+    return report
+
+
+def _pair(before: float | None, after: float | None) -> str:
+    """Two right-aligned percentages; None (an env with no held-out prompt) shows as n/a."""
+    return "".join(f"{'n/a' if v is None else format(v, '.1%'):>10}" for v in (before, after))
+
+
 def accuracy_table(before: dict, after: dict) -> str:
-    lines = [f"{'env':<24}{'before':>8}{'after':>8}", "-" * 40]
-    for env, row in before["envs"].items():
-        lines.append(f"{env:<24}{row['accuracy']:>8.1%}{after['envs'][env]['accuracy']:>8.1%}")
-    lines.append(f"{'mean':<24}{before['mean_accuracy']:>8.1%}{after['mean_accuracy']:>8.1%}")
-    return "\n".join(lines)
+    """Before/after accuracy per env and their mean, one column pair per evaluation in the reports."""
+    kinds = list(before)
+    titles = {
+        kind: "greedy" if before[kind]["temperature"] == 0 else f"pass@1 T={before[kind]['temperature']:g}"
+        for kind in kinds
+    }
+    head = f"{'':<16}" + "".join(f"{titles[k]:>20}" for k in kinds)
+    sub = f"{'env':<16}" + f"{'before':>10}{'after':>10}" * len(kinds)
+    rows = [head, sub, "-" * len(sub)]
+    for env in before[kinds[0]]["envs"]:
+        pairs = (_pair(before[k]["envs"][env]["accuracy"], after[k]["envs"][env]["accuracy"]) for k in kinds)
+        rows.append(f"{env:<16}" + "".join(pairs))
+    rows.append(f"{'mean':<16}" + "".join(_pair(before[k]["mean_accuracy"], after[k]["mean_accuracy"]) for k in kinds))
+    return "\n".join(rows)
 
 
 def run(prepared: Prepared, ctx: RunContext) -> dict:
     cfg = ctx.cfg
-    before = evaluate_envs(cfg.model.path, prepared.envs, cfg)
+    before = evaluate(cfg.model.path, prepared.envs, cfg)
     start = str(resume_weights(ctx.resume_from) or cfg.model.path)
     model, tokenizer = load_model(start, seed=cfg.seed)
     learner = Learner(model, cfg.rl, total_steps=cfg.trainer.max_steps, device=cfg.device, seed=cfg.seed)
@@ -73,7 +97,7 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
         loop = RLLoop(ctx, RLParts(fleet, learner, pool, curriculum, tokenizer))
         loop.run(on_step=None)
     export_final(learner.model, tokenizer, ctx.final)
-    after = evaluate_envs(str(ctx.final), prepared.envs, cfg)
+    after = evaluate(str(ctx.final), prepared.envs, cfg)
     plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
     print(accuracy_table(before, after))
     return {

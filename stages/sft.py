@@ -24,6 +24,11 @@ from posttrain.plots import plot_metrics
 from posttrain.runner import RunContext
 
 Messages = list[dict[str, str]]
+PLOTS = {
+    "loss": ["loss"],
+    "learning_rate": ["learning_rate"],
+    "router_load": ["router/max_load", "router/load_entropy"],  # ZAYA with trainer.router_balancing
+}
 
 
 @dataclass
@@ -70,7 +75,7 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
         max_new_tokens=cfg.eval.max_new_tokens,
         batch_size=cfg.eval.batch_size,
     )
-    plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, {"loss": ["loss"], "learning_rate": ["learning_rate"]})
+    plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
     summary = {
         "stage": "sft",
         "steps": trainer.state.global_step,

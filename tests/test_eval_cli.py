@@ -25,6 +25,16 @@ def test_eval_reports_accuracy_per_env_on_heldout_prompts(tmp_path):
     assert report["mean_accuracy"] == 0.0
 
 
+def test_sampled_eval_averages_every_answer_and_counts_prompts(tmp_path):
+    out = tmp_path / "report.json"
+    args = ["model.path=zaya-tiny", "envs.names=[add]", "eval.num_samples=5", "eval.temperature=1.0"]
+    result = run_cli("eval", *args, "eval.samples=3", f"output={out}")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert (report["temperature"], report["samples"], report["envs"]["add"]["n"]) == (1.0, 3, 5)
+    assert report["envs"]["add"]["accuracy"] in {k / 15 for k in range(16)}
+
+
 def test_heldout_problems_are_the_ones_training_skips():
     from posttrain.data.from_envs import heldout_problems
 
@@ -37,3 +47,5 @@ def test_eval_bad_input(capsys):
     assert "missing model.path" in capsys.readouterr().err
     assert main(["eval", "model.path=zaya-tiny", "envs.names=[addd]"]) == 2
     assert "did you mean 'add'" in capsys.readouterr().err
+    assert main(["eval", "model.path=zaya-tiny", "envs.names=[add]", "eval.samples=4"]) == 2
+    assert "eval.samples > 1 needs eval.temperature > 0" in capsys.readouterr().err

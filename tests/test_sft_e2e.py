@@ -25,7 +25,8 @@ def weights(final_dir):
 
 
 def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(tmp_path):
-    result = run_cli("run", *SMALL, "trainer.max_steps=12", "trainer.save_every=4", f"run.root={tmp_path}")
+    balanced = "trainer.router_balancing=true"
+    result = run_cli("run", *SMALL, "trainer.max_steps=12", "trainer.save_every=4", balanced, f"run.root={tmp_path}")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "sft"
     assert "held-out exact match" in result.stdout
@@ -34,7 +35,9 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
     assert steps == list(range(13))  # step 0 holds the data counts
     assert read_metrics(run_dir / "metrics.jsonl")[0]["data/kept"] == 600
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step-*")) == ["step-12", "step-8"]
-    assert (run_dir / "plots" / "loss.png").is_file()
+    assert (run_dir / "plots" / "loss.png").is_file() and (run_dir / "plots" / "router_load.png").is_file()
+    rows = read_metrics(run_dir / "metrics.jsonl")[1:]
+    assert all(0.0 < r["router/max_load"] <= 1.0 and "router/layer0/skip_frac" in r for r in rows)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 12 and 0.0 <= summary["heldout_exact_match"] <= 1.0
 
@@ -46,6 +49,9 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
     out = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 5 or out[0, -1].item() == tokenizer.eos_token_id
 
+    # ZAYA's routers were balanced after every step: the expert biases left their zero init.
+    assert any(bool(b[:-1].abs().gt(0).any()) for name, b in weights(run_dir / "final").items() if "balancing" in name)
+
     # A second run into the same directory must not clobber it without consent.
     again = run_cli("run", *SMALL, "trainer.max_steps=12", f"run.root={tmp_path}")
     assert again.returncode == 2 and "already holds a run" in again.stderr
@@ -53,6 +59,7 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     common = [*SMALL, "trainer.max_steps=60", "trainer.save_every=10", "trainer.keep_checkpoints=3", "seed=3"]
+    common.append("trainer.router_balancing=true")  # its Adam moments must survive the kill too
     reference = run_cli("run", *common, f"run.root={tmp_path / 'straight'}")
     assert reference.returncode == 0, reference.stderr
 
@@ -83,6 +90,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     losses = {r["step"]: r.get("loss") for r in read_metrics(tmp_path / "straight" / "sft" / "metrics.jsonl")}
     resumed_losses = {r["step"]: r.get("loss") for r in read_metrics(interrupted_root / "sft" / "metrics.jsonl")}
     assert losses == resumed_losses
+
+
+def test_router_balancing_off_leaves_the_biases_at_their_init(tmp_path):
+    result = run_cli("run", *SMALL, "trainer.max_steps=3", f"run.root={tmp_path}")  # the sft stage's default
+    assert result.returncode == 0, result.stderr
+    biases = [b for name, b in weights(tmp_path / "sft" / "final").items() if "balancing" in name]
+    assert biases and all(torch.equal(b[:-1], torch.zeros_like(b[:-1])) for b in biases)
+    assert "router/max_load" not in read_metrics(tmp_path / "sft" / "metrics.jsonl")[-1]
 
 
 def test_lora_run_exports_a_merged_plain_model(tmp_path):

@@ -74,9 +74,12 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     save_every: int = 100
     keep_checkpoints: int = 2
+    router_balancing: bool = True  # ZAYA only, Trainer-driven stages (SFT); RL stages use rl.router_balancing
+    router_balancing_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         require(self.max_steps >= 1, "trainer.max_steps must be >= 1")
+        require(self.router_balancing_lr >= 0, "trainer.router_balancing_lr must be >= 0")
         require(self.batch_size >= 1, "trainer.batch_size must be >= 1")
         require(self.grad_accum >= 1, "trainer.grad_accum must be >= 1")
         require(self.lr > 0, "trainer.lr must be > 0")
@@ -100,11 +103,16 @@ class LoggingConfig:
 @dataclass
 class EvalConfig:
     difficulty: int = 1
-    num_samples: int = 200
+    num_samples: int = 200  # held-out prompts per env
     max_new_tokens: int = 16
     batch_size: int = 100
+    temperature: float = 0.0  # 0 = greedy; > 0 = pass@1, the mean over `samples` sampled answers per prompt
+    samples: int = 1
 
     def __post_init__(self) -> None:
+        require(self.temperature >= 0, "eval.temperature must be >= 0 (0 is greedy)")
+        require(self.samples >= 1, "eval.samples must be >= 1")
+        require(self.temperature > 0 or self.samples == 1, "eval.samples > 1 needs eval.temperature > 0")
         require(self.num_samples >= 0, "eval.num_samples must be >= 0")
         require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         require(self.batch_size >= 1, "eval.batch_size must be >= 1")

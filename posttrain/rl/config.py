@@ -95,7 +95,7 @@ class RLConfig:
         require(self.weight_decay >= 0, "rl.weight_decay must be >= 0")
         require(self.warmup_steps >= 0, "rl.warmup_steps must be >= 0")
         require(0 <= self.min_lr_ratio <= 1, "rl.min_lr_ratio must be in [0, 1]")
-        require(self.temperature > 0, "rl.temperature must be > 0")
+        require(self.temperature > 0, "rl.temperature must be > 0 (it follows rollout.temperature; RL needs sampling)")
         require(self.logprob_chunk_size >= 1, "rl.logprob_chunk_size must be >= 1")
         require(self.router_balancing_lr >= 0, "rl.router_balancing_lr must be >= 0")
         require(self.max_staleness >= 0, "rl.max_staleness must be >= 0")

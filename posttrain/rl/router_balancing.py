@@ -22,7 +22,7 @@ Because the step is normalised, the biases move by about lr per step whatever th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -32,6 +32,11 @@ from torch import nn
 def find_routers(model: nn.Module) -> list[nn.Module]:
     """Modules with a `balancing_biases` buffer over E + 1 classes (ZAYA's ZayaRouter), in layer order."""
     return [m for m in model.modules() if isinstance(getattr(m, "balancing_biases", None), torch.Tensor)]
+
+
+def _normalised_entropy(shares: torch.Tensor, classes: int) -> float:
+    """Entropy of the non-zero `shares` over `classes`, 1 for uniform; never −0.0 (one expert takes all)."""
+    return max(0.0, float(-(shares * shares.log()).sum() / math.log(classes))) if classes > 1 else 1.0
 
 
 class RouterBalancer:
@@ -51,8 +56,8 @@ class RouterBalancer:
     @contextmanager
     def collect(self, attention_mask: torch.Tensor) -> Iterator[None]:
         """Count routing decisions of the forwards run inside; pad tokens (mask 0) are not counted."""
-        self._token_mask = attention_mask.reshape(-1).to(torch.float64)
-        handles = [r.register_forward_hook(self._hook(i)) for i, r in enumerate(self.routers)]
+        self._token_mask = attention_mask
+        handles = self._router_hooks()
         try:
             yield
         finally:
@@ -60,12 +65,41 @@ class RouterBalancer:
                 handle.remove()
             self._token_mask = None
 
-    def _hook(self, layer: int):
+    def attach(self, model: nn.Module) -> Callable[[], None]:
+        """Count every training-mode forward of `model` until the returned `detach()` is called.
+
+        For trainers that own the forward (TRL's SFTTrainer): each forward's `attention_mask` argument
+        marks the tokens that count (all of them when there is none). Eval-mode forwards are not counted.
+        """
+
+        def capture_mask(_module: nn.Module, _args, kwargs: dict) -> None:
+            self._token_mask = kwargs.get("attention_mask")
+
+        handles = [model.register_forward_pre_hook(capture_mask, with_kwargs=True), *self._router_hooks(True)]
+
+        def detach() -> None:
+            for handle in handles:
+                handle.remove()
+            self._token_mask = None
+
+        return detach
+
+    def _router_hooks(self, training_only: bool = False) -> list:
+        return [r.register_forward_hook(self._hook(i, training_only)) for i, r in enumerate(self.routers)]
+
+    def _hook(self, layer: int, training_only: bool):
         def hook(router: nn.Module, _inputs, output) -> None:
+            if training_only and not router.training:
+                return
             _, probs, indices, _ = output  # what the experts run (replayed routing included); skip = weight 0
             picked = torch.where(probs == 0, router.num_experts, indices)
-            weights = self._token_mask.to(picked.device)[:, None].expand_as(picked)
-            self.counts[layer].index_add_(0, picked.reshape(-1), weights.reshape(-1).to(self.counts.device))
+            mask = self._token_mask
+            if mask is None:
+                weights = torch.ones(picked.numel(), dtype=torch.float64, device=self.counts.device)
+            else:
+                tokens = mask.reshape(-1).to(device=self.counts.device, dtype=torch.float64)
+                weights = tokens[:, None].expand(-1, picked.shape[-1]).reshape(-1)
+            self.counts[layer].index_add_(0, picked.reshape(-1).to(self.counts.device), weights)
 
         return hook
 
@@ -83,7 +117,7 @@ class RouterBalancer:
             nonzero = shares[shares > 0]
             values = {
                 "max_load": float(shares.max()),
-                "load_entropy": float(-(nonzero * nonzero.log()).sum() / math.log(experts)) if experts > 1 else 1.0,
+                "load_entropy": _normalised_entropy(nonzero, experts),
                 "skip_frac": float(counts[experts]) / total,
             }
             for key, value in values.items():

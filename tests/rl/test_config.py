@@ -44,3 +44,10 @@ def test_rl_section_is_mounted_in_the_run_config():
         compose("sft", ["rl.los=gspo"])
     with pytest.raises(UserError, match=re.escape("rl.ppo_epochs")):
         to_object(compose("sft", ["rl.ppo_epochs=0"]))
+
+
+def test_learner_temperature_follows_the_fleets_unless_set():
+    assert to_object(compose("rlve", ["rollout.temperature=0.7"])).rl.temperature == 0.7
+    assert to_object(compose("rlve", ["rollout.temperature=0.7", "rl.temperature=0.5"])).rl.temperature == 0.5
+    with pytest.raises(UserError, match=re.escape("rl.temperature must be > 0 (it follows rollout.temperature")):
+        to_object(compose("rlve", ["rollout.temperature=0"]))  # greedy rollouts give a group nothing to compare

@@ -27,6 +27,9 @@ LEARNED = ["learn/clip_frac", "learn/entropy", "learn/kl_behaviour", "learn/trai
 DETERMINISTIC = ["reward/mean", "accuracy", "sampled_difficulty/add", "samples_trained", "learn/loss"]
 
 
+SIDES = ("before", "after")
+
+
 def weights(directory) -> dict[str, torch.Tensor]:
     return load_file(str(directory / "model.safetensors"))
 
@@ -62,13 +65,18 @@ def test_run_writes_config_metrics_checkpoints_final_plots_and_before_after(refe
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 5
-    assert summary["before"]["model"] == str(reference.sft_final) and summary["after"]["model"] == str(final)
-    for side in ("before", "after"):
-        assert summary[side]["envs"]["add"]["n"] == 8
+    for side, model_path in (("before", str(reference.sft_final)), ("after", str(final))):
+        sampled, greedy = summary[side]["eval"], summary[side]["greedy"]  # the stage samples at T=1, then greedy
+        assert sampled["model"] == greedy["model"] == model_path
+        assert (sampled["temperature"], sampled["samples"], greedy["temperature"], greedy["samples"]) == (1.0, 4, 0, 1)
+        assert sampled["envs"]["add"]["n"] == greedy["envs"]["add"]["n"] == 8
+        assert sampled["envs"]["add"]["accuracy"] in {k / 32 for k in range(33)}  # 8 prompts x 4 samples
     out = reference.result.stdout
-    table = out[out.index("before") :]
-    row = f"{summary['before']['envs']['add']['accuracy']:>8.1%}{summary['after']['envs']['add']['accuracy']:>8.1%}"
-    assert f"add{' ' * 21}{row}" in table
+    table = out[out.index("pass@1 T=1") :]
+    # columns: sampled before/after, then greedy before/after
+    cells = [f"{summary[side][kind]['envs']['add']['accuracy']:.1%}" for kind in ("eval", "greedy") for side in SIDES]
+    row = next(line for line in table.splitlines() if line.startswith("add "))
+    assert row.split()[1:] == cells
 
 
 def test_unset_model_path_builds_the_sft_stage_first_with_its_scoped_overrides(reference):
