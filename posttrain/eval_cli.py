@@ -25,56 +25,71 @@ examples:
 """
 
 
-def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config, eval_cfg: EvalConfig | None = None) -> dict:
+def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config) -> dict:
     """{"model", "difficulty", "temperature", "samples", "envs": {name: {"accuracy", "format_ok", "n"}},
     "mean_accuracy"}.
 
-    Uses `eval_cfg` (default `cfg.eval`: difficulty, prompt count, decoding), `cfg.envs` (pool) and
-    `cfg.seed`. With eval.temperature > 0, accuracy is pass@1: the mean over eval.samples answers per
-    prompt; n counts prompts.
+    Uses `cfg.eval` (difficulty, prompt count, decoding), `cfg.envs` (pool) and `cfg.seed`. With
+    eval.temperature > 0, accuracy is pass@1: the mean over eval.samples answers per prompt; n counts
+    prompts.
     """
+    return evaluate_envs_under(model_path, names, cfg, [cfg.eval])[0]
+
+
+def evaluate_envs_under(
+    model_path: str, names: Sequence[str], cfg: Config, eval_cfgs: Sequence[EvalConfig]
+) -> list[dict]:
+    """One `evaluate_envs` report per eval config, from one model load and one env pool; configs that
+    share a difficulty and prompt count score the same held-out prompts."""
     from posttrain.data.from_envs import heldout_problems
     from posttrain.envs import EnvPool, expand_names, make_env
     from posttrain.evaluation import generate_completions
     from posttrain.models import load_model
 
-    ev = eval_cfg or cfg.eval
     env_names = expand_names(list(names))
     for name in env_names:
         make_env(name)  # unknown names fail before any work
     model, tokenizer = load_model(model_path, seed=cfg.seed)
-    results = {}
+    reports = []
     with EnvPool(cfg.envs, warm=env_names) as pool:
-        for name in env_names:
-            pairs = heldout_problems(name, ev.difficulty, ev.num_samples, cfg.seed, pool)
-            problems = [p for p, _ in pairs for _ in range(ev.samples)]
-            prompts = [[{"role": "user", "content": p.prompt}] for p, _ in pairs]
-            completions = generate_completions(
-                model,
-                tokenizer,
-                prompts,
-                max_new_tokens=ev.max_new_tokens,
-                batch_size=ev.batch_size,
-                temperature=ev.temperature,
-                samples=ev.samples,
-                seed=cfg.seed,
+        heldout: dict[tuple[str, int, int], list] = {}
+        for ev in eval_cfgs:
+            results = {}
+            for name in env_names:
+                key = (name, ev.difficulty, ev.num_samples)
+                if key not in heldout:
+                    heldout[key] = [p for p, _ in heldout_problems(name, ev.difficulty, ev.num_samples, cfg.seed, pool)]
+                problems = heldout[key]
+                completions = generate_completions(
+                    model,
+                    tokenizer,
+                    [[{"role": "user", "content": p.prompt}] for p in problems],
+                    max_new_tokens=ev.max_new_tokens,
+                    batch_size=ev.batch_size,
+                    temperature=ev.temperature,
+                    samples=ev.samples,
+                    seed=cfg.seed,
+                )
+                answered = [p for p in problems for _ in range(ev.samples)]  # completions are prompt-major
+                verdicts = pool.verify_many(list(zip(answered, completions, strict=True)))
+                graded = len(verdicts)
+                results[name] = {
+                    "accuracy": sum(v.correct for v in verdicts) / graded if graded else None,
+                    "format_ok": sum(v.format_ok for v in verdicts) / graded if graded else None,
+                    "n": len(problems),
+                }
+            scored = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
+            reports.append(
+                {
+                    "model": model_path,
+                    "difficulty": ev.difficulty,
+                    "temperature": ev.temperature,
+                    "samples": ev.samples,
+                    "envs": results,
+                    "mean_accuracy": sum(scored) / len(scored) if scored else None,
+                }
             )
-            verdicts = pool.verify_many(list(zip(problems, completions, strict=True)))
-            graded = len(verdicts)
-            results[name] = {
-                "accuracy": sum(v.correct for v in verdicts) / graded if graded else None,
-                "format_ok": sum(v.format_ok for v in verdicts) / graded if graded else None,
-                "n": len(pairs),
-            }
-    scored = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
-    return {
-        "model": model_path,
-        "difficulty": ev.difficulty,
-        "temperature": ev.temperature,
-        "samples": ev.samples,
-        "envs": results,
-        "mean_accuracy": sum(scored) / len(scored) if scored else None,
-    }
+    return reports
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from posttrain.config import Config
 from posttrain.envs import EnvPool, expand_names, make_curriculum, make_env
-from posttrain.eval_cli import evaluate_envs
+from posttrain.eval_cli import evaluate_envs_under
 from posttrain.export import export_final
 from posttrain.models import check_model_path, load_model
 from posttrain.plots import plot_metrics
@@ -49,10 +49,10 @@ def prepare(cfg: Config) -> Prepared:
 def evaluate(model_path: str, envs: list[str], cfg: Config) -> dict:
     """Held-out accuracy under `cfg.eval` and, when that samples, greedy too: RL trains the sampled policy,
     and a greedy column shows whether the gain is more than a sharper distribution."""
-    report = {"eval": evaluate_envs(model_path, envs, cfg)}
+    kinds = {"eval": cfg.eval}
     if cfg.eval.temperature > 0:
-        report["greedy"] = evaluate_envs(model_path, envs, cfg, replace(cfg.eval, temperature=0.0, samples=1))
-    return report
+        kinds["greedy"] = replace(cfg.eval, temperature=0.0, samples=1)
+    return dict(zip(kinds, evaluate_envs_under(model_path, envs, cfg, list(kinds.values())), strict=True))
 
 
 def _pair(before: float | None, after: float | None) -> str:
