@@ -1,9 +1,10 @@
-"""Does an RL update generalise? The learner on one env, in process, scored on prompts it never trains on.
+r"""Does an RL update generalise? The learner on one env, in process, scored on prompts it never trains on.
 
     .venv/bin/python bench/rl_probe.py runs/sft/final --env add --difficulty 1 --steps 40 --lr 1e-4
     .venv/bin/python bench/rl_probe.py runs/sft/final --env sort --fixed      # the same 32 prompts every step
     .venv/bin/python bench/rl_probe.py runs/sft/final --set optimizer=muon --set advantage=grpo
     .venv/bin/python bench/rl_probe.py runs/sft/final --grad-norms             # which parameters the gradient hits
+    .venv/bin/python bench/rl_probe.py runs/sft/final --lr 1e-5 --param-group '^model\.norm\.weight$=5e-2'
 
 Each step samples `--group` completions for `--prompts` problems (fresh ones each step, or one fixed set
 with `--fixed`), scores them with the env, drops groups without reward spread and takes one
@@ -24,7 +25,7 @@ from posttrain.data.from_envs import heldout_problems, is_heldout
 from posttrain.envs import make_env
 from posttrain.models import load_model
 from posttrain.rl.batch import TrainBatch
-from posttrain.rl.config import RLConfig
+from posttrain.rl.config import ParamGroup, RLConfig
 from posttrain.rl.filters import informative_groups
 from posttrain.rl.learner import Learner
 from posttrain.rollout.engine import HFEngine
@@ -46,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=10)
     parser.add_argument("--fixed", action="store_true", help="train on one fixed prompt set instead of fresh ones")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any other rl.* field")
+    parser.add_argument(
+        "--param-group", action="append", default=[], metavar="REGEX=LR", help="an rl.param_groups entry"
+    )
     parser.add_argument("--grad-norms", action="store_true", help="print per-parameter gradient norms of one batch")
     return parser.parse_args()
 
@@ -57,7 +61,8 @@ def rl_config(args: argparse.Namespace) -> RLConfig:
         key, value = item.split("=", 1)
         kind = type(getattr(defaults, key))
         fields[key] = value.lower() == "true" if kind is bool else kind(value)
-    return RLConfig(**fields)
+    groups = [item.rsplit("=", 1) for item in args.param_group]
+    return RLConfig(**fields, param_groups=[ParamGroup(match, float(lr)) for match, lr in groups])
 
 
 class Probe:

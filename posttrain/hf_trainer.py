@@ -117,8 +117,6 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any)
     callbacks: list[TrainerCallback] = [callback]
     if trainer_cfg.router_balancing and find_routers(model):
         callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
-    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)
     return trainer, callback

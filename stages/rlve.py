@@ -12,10 +12,11 @@ from posttrain.config import Config
 from posttrain.envs import EnvPool, expand_names, make_curriculum, make_env
 from posttrain.eval_cli import evaluate_envs_under
 from posttrain.export import export_final
-from posttrain.models import check_model_path, load_model
+from posttrain.models import load_model, model_skeleton
 from posttrain.plots import plot_metrics
 from posttrain.rl.learner import Learner
 from posttrain.rl.loop import RLLoop, RLParts, resume_weights
+from posttrain.rl.optim import param_lr_overrides
 from posttrain.rollout.fleet import RolloutFleet
 from posttrain.runner import RunContext
 
@@ -42,7 +43,7 @@ def check(cfg: Config) -> list[str]:
 
 
 def prepare(cfg: Config) -> Prepared:
-    check_model_path(cfg.model.path)
+    param_lr_overrides(model_skeleton(cfg.model.path), cfg.rl.param_groups)  # a regex naming no parameter
     return Prepared(check(cfg))
 
 

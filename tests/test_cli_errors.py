@@ -22,6 +22,10 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
         (["stage=sft", "data.path=/nonexistent/data.jsonl"], "does not exist"),
         (["stage=sft", "data.tasks=[ad]"], "'ad'"),
         ([], "missing stage=<name>"),
+        # rl.param_groups: checked against the model's parameter names (a meta-device skeleton) up front
+        (["stage=rlve", "model.path=llama-tiny", "rl.param_groups=[{match: nosuch, lr: 1}]"], "matches no parameter"),
+        (["stage=rlve", "model.path=llama-tiny", "rl.param_groups=[{match: '(', lr: 1}]"], "not a regular expression"),
+        (["stage=rlve", "model.path=llama-tiny", "rl.param_groups=[{match: ., lr: 0}]"], "freezes every parameter"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, capsys, args, message):

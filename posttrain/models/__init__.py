@@ -1,7 +1,7 @@
 """Models: presets (tiny ZAYA and Llama built from configs), a character tokenizer, loading, LoRA."""
 
-from posttrain.models.loading import check_model_path, load_model, load_tokenizer
+from posttrain.models.loading import check_model_path, load_model, load_tokenizer, model_skeleton
 from posttrain.models.presets import PRESETS
 from posttrain.models.tokenizer import build_char_tokenizer
 
-__all__ = ["PRESETS", "build_char_tokenizer", "check_model_path", "load_model", "load_tokenizer"]
+__all__ = ["PRESETS", "build_char_tokenizer", "check_model_path", "load_model", "load_tokenizer", "model_skeleton"]

@@ -48,6 +48,15 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
         raise UserError(f"model.path={path!r}: cannot load its tokenizer: {exc}") from None
 
 
+def model_skeleton(path: str) -> PreTrainedModel:
+    """The model at `path` on the meta device (no memory, no weights read), for checks on its structure
+    — parameter names, say — that must fail before a run starts."""
+    check_model_path(path)
+    config = preset_config(path, load_tokenizer(path)) if path in PRESETS else AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
 def load_model(
     path: str,
     *,

@@ -7,9 +7,10 @@ Each field is documented in docs/rl.md. Range checks run in `__post_init__` and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
-from posttrain.errors import require
+from posttrain.errors import UserError, require
 
 ADVANTAGES = ("grpo", "maxrl", "rloo")
 LOSSES = ("ppo_clip", "dppo", "gspo")
@@ -18,6 +19,23 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 OPTIMIZERS = ("adamw", "muon")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OLD_LOGPROBS = ("recompute", "behaviour")
+
+
+@dataclass
+class ParamGroup:
+    """A learning rate for the parameters whose name (as in `named_parameters()`) matches a regex."""
+
+    match: str = ""
+    lr: float | None = None  # required; 0 freezes the matched parameters
+
+    def __post_init__(self) -> None:
+        require(bool(self.match), "rl.param_groups: every group needs a non-empty `match` regex")
+        require(self.lr is not None, f"rl.param_groups: {self.match!r} needs an lr (0 freezes)")
+        try:
+            re.compile(self.match)
+        except re.error as exc:
+            raise UserError(f"rl.param_groups: {self.match!r} is not a regular expression ({exc})") from exc
+        require(self.lr >= 0, f"rl.param_groups: lr of {self.match!r} must be >= 0 (0 freezes)")
 
 
 @dataclass
@@ -55,6 +73,9 @@ class RLConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0  # floor of linear/cosine decay, as a fraction of the peak
+    # per-parameter learning rates, first match wins; matched parameters are stepped by AdamW (never Muon)
+    # and follow the schedule. Example: [{match: '^model\.norm\.weight$', lr: 5.0e-2}]
+    param_groups: list[ParamGroup] = field(default_factory=list)
     # model-side
     temperature: float = 1.0  # log-probs use softmax(logits / T), as the fleet's behaviour log-probs do
     logprob_chunk_size: int = 256  # sequence positions per LM-head chunk

@@ -24,7 +24,6 @@ WEIGHT_SYNC_BACKENDS = ("object_store",)
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
-
 @dataclass
 class RayConfig:
     address: str | None = None  # None: start a local Ray; "auto" or host:port: join that cluster

@@ -53,11 +53,9 @@ def test_rlve_needs_min_samples_at_h():
 
 
 def test_rlve_respects_max_difficulty():
-    curriculum = make_curriculum(
-        CurriculumConfig(kind="rlve", min_samples=4), ["x"], max_difficulties={"x": 2}, seed=0
-    )
+    curriculum = make_curriculum(CurriculumConfig(kind="rlve", min_samples=4), ["x"], max_difficulties={"x": 2}, seed=0)
     for _ in range(100):
-        (env, _, d), = curriculum.sample(1)
+        ((env, _, d),) = curriculum.sample(1)
         curriculum.update(env, d, True)
     assert curriculum.state["x"]["h"] == 2
 

@@ -15,8 +15,9 @@ FAULTY = str(Path(__file__).with_name("faulty_envs.py"))
 
 @pytest.fixture(scope="module")
 def pool():
-    config = EnvsConfig(workers=2, generate_timeout_s=3, verify_timeout_s=3, quarantine_after=2,
-                        max_completion_chars=20_000_000)
+    config = EnvsConfig(
+        workers=2, generate_timeout_s=3, verify_timeout_s=3, quarantine_after=2, max_completion_chars=20_000_000
+    )
     with EnvPool(config) as env_pool:
         yield env_pool
 

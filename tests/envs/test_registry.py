@@ -17,7 +17,7 @@ from tests.conftest import run_cli
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "custom_env.py"
 
-PLUGIN = '''
+PLUGIN = """
 from posttrain.envs import Env
 
 
@@ -26,7 +26,7 @@ class Echo(Env):
 
     def generate(self, seed, difficulty):
         return self.problem(seed, difficulty, "Say {}.".format(seed), str(seed))
-'''
+"""
 
 
 def test_unknown_name_suggests_the_closest():
