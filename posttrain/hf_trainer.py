@@ -16,7 +16,7 @@ from transformers import PrinterCallback, TrainerCallback, TrainingArguments
 from trl import SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
-from posttrain.rl.router_balancing import RouterBalancer, find_routers
+from posttrain.models.router_balancing import RouterBalancer, find_routers
 from posttrain.runner import RunContext
 
 

@@ -1,4 +1,5 @@
-"""Models: presets (tiny ZAYA and Llama built from configs), a character tokenizer, loading, LoRA."""
+"""Models: presets (tiny ZAYA and Llama built from configs), a character tokenizer, loading, LoRA, ZAYA router
+balancing."""
 
 from posttrain.models.loading import check_model_path, load_model, load_tokenizer, model_skeleton
 from posttrain.models.presets import PRESETS

@@ -23,12 +23,12 @@ import torch
 from transformers import PreTrainedModel
 
 from posttrain.devices import resolve_device
+from posttrain.models.router_balancing import RouterBalancer, find_routers
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.config import RLConfig
 from posttrain.rl.logprobs import token_logprobs
 from posttrain.rl.losses import LossParams, compute_policy_loss
 from posttrain.rl.optim import build_optimizers, build_schedulers
-from posttrain.rl.router_balancing import RouterBalancer, find_routers
 from posttrain.rl.router_replay import replay_routing
 
 

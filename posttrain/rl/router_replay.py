@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from posttrain.rl.router_balancing import find_routers
+from posttrain.models.router_balancing import find_routers
 
 
 def routed_classes(router: nn.Module, router_logits: torch.Tensor) -> torch.Tensor:

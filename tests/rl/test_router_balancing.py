@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from posttrain.models import load_model
-from posttrain.rl.router_balancing import RouterBalancer, find_routers
+from posttrain.models.router_balancing import RouterBalancer, find_routers
 
 EXPERTS = 4
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from posttrain.models import load_model
+from posttrain.models.router_balancing import find_routers
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.config import RLConfig
 from posttrain.rl.learner import Learner
-from posttrain.rl.router_balancing import find_routers
 from posttrain.rl.router_replay import record_routing, replay_routing
 
 
