@@ -1,7 +1,7 @@
 """`posttrain envs list` and `posttrain envs try`: browse envs and check one problem by hand.
 
-`try` runs in this process (adapters still keep the global RNGs untouched); training always goes through
-`EnvPool`, where runaway generators are killed.
+`try` goes through the same `EnvPool` training uses: one worker process, killed when a call overruns
+`--timeout`, so a hanging or crashing env prints what went wrong instead of hanging the shell.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any
 
+from posttrain.envs.config import EnvsConfig
+from posttrain.envs.isolation import EnvPool
 from posttrain.envs.registry import SOURCES, EnvSpec, list_envs, make_env
 from posttrain.errors import UserError
 
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
     attempt.add_argument("--seed", type=int, default=0)
     attempt.add_argument("--answer", help="text to verify (wrapped in <answer></answer> unless it has tags)")
     attempt.add_argument("--json", action="store_true", help="print JSON")
+    attempt.add_argument("--timeout", type=float, default=30.0, help="seconds per generate / solve / verify call")
     attempt.set_defaults(func=try_command)
 
 
@@ -63,17 +66,25 @@ def list_command(args: argparse.Namespace) -> int:
 def try_command(args: argparse.Namespace) -> int:
     if args.difficulty < 0:
         raise UserError("--difficulty must be >= 0")
-    env = make_env(args.name)
-    problem = env.generate(args.seed, args.difficulty)
-    if args.answer is None:
-        answer = env.solve(problem)
-        if answer is None:
-            raise UserError(f"{args.name} has no oracle answer; pass --answer TEXT")
-        completion, source = f"<answer>{answer}</answer>", "oracle"
-    else:
-        has_tags = "<answer>" in args.answer or "\\boxed{" in args.answer
-        completion, source = (args.answer if has_tags else f"<answer>{args.answer}</answer>"), "given"
-    verdict = env.verify(problem, completion)
+    if args.timeout <= 0:
+        raise UserError("--timeout must be > 0")
+    make_env(args.name)  # an unknown name fails here, with a suggestion
+    config = EnvsConfig([args.name], workers=1, generate_timeout_s=args.timeout, verify_timeout_s=args.timeout)
+    with EnvPool(config) as pool:
+        (problem,) = pool.generate_many([(args.name, args.seed, args.difficulty)])
+        if problem is None:
+            raise UserError(f"{args.name} failed: {pool.last_error[args.name]}")
+        if args.answer is None:
+            (answer,) = pool.solve_many([problem])
+            if answer is None:
+                raise UserError(f"{args.name} gave no oracle answer (none, or its solver failed); pass --answer TEXT")
+            completion, source = f"<answer>{answer}</answer>", "oracle"
+        else:
+            has_tags = "<answer>" in args.answer or "\\boxed{" in args.answer
+            completion, source = (args.answer if has_tags else f"<answer>{args.answer}</answer>"), "given"
+        (verdict,) = pool.verify_many([(problem, completion)])
+        if args.name in pool.last_error:  # generation succeeded, so this is the verifier's failure
+            raise UserError(f"{args.name} failed: {pool.last_error[args.name]}")
     if args.json:
         print(json.dumps({"problem": problem.to_dict(), "completion": completion, "verdict": verdict.to_dict()}))
     else:

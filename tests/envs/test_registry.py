@@ -116,3 +116,17 @@ def test_cli_list_and_errors():
     assert bad.returncode == 2 and "did you mean 'countdown'" in bad.stderr
     wrong = run_cli("envs", "try", "add", "--difficulty", "1", "--seed", "2", "--answer", "-1")
     assert wrong.returncode == 0 and "correct=False" in wrong.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ("Hang", ["--timeout", "2"], "generate(seed=0, difficulty=0): timeout after 2s"),
+        ("Crash", [], "worker crashed (exit code 3)"),
+        ("BadVerifier", ["--seed", "0", "--answer", "1", "--timeout", "2"], "verify: timeout after 2s"),
+    ],
+)
+def test_try_survives_envs_that_hang_or_crash(env, args, message):
+    """`envs try` runs the env in a killable worker, as training does: one error line, exit 2, no hang."""
+    result = run_cli("envs", "try", f"tests/envs/faulty_envs.py:{env}", *args, cwd=REPO)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
