@@ -181,6 +181,8 @@ def ours_overrides(args: argparse.Namespace, staleness: int, anchors: str, run_d
         "rl.aggregation=token_mean",
         "rl.optimizer=adamw",
         f"rl.lr={LR}",
+        "rl.param_groups=[]",  # one AdamW group at TRL's lr, not the rlve stage's final-norm group
+        "rl.router_balancing=false",  # TRL has none (and the rlve stage turns it off)
         f"rl.epsilon_low={EPS_LOW}",
         f"rl.epsilon_high={EPS_HIGH}",
         "rl.max_grad_norm=1.0",
