@@ -2,7 +2,9 @@
 
 `step(batch)`:
   1. anchor log-probs: recomputed with the current weights before any update (so the first minibatch
-     is exactly on-policy, ratio 1), or taken from the fleet (`rl.old_logprobs=behaviour`);
+     is exactly on-policy, ratio 1), or taken from the fleet (`rl.old_logprobs=behaviour`). With one
+     optimizer step per batch (one epoch, one minibatch) nothing is recomputed: the training forward runs
+     on the pre-update weights, so its own detached log-probs are the anchors, as in TRL, one forward fewer;
      reference log-probs from the frozen reference model when a KL term is on;
   2. `rl.ppo_epochs` passes over the batch, each split into `rl.minibatches` optimizer steps, each
      minibatch into `rl.grad_accum` micro-batches whose losses use the minibatch's denominators, so
@@ -56,6 +58,7 @@ class Learner:
         self.params = LossParams(cfg.epsilon_low, cfg.epsilon_high, cfg.dppo_delta)
         self.seed = seed
         self.step_count = 0
+        self._single_update = cfg.ppo_epochs == 1 and cfg.minibatches == 1
 
     def _logprobs(self, model: PreTrainedModel, batch: TrainBatch, *, entropy: bool = False):
         replay = self.cfg.router_replay and batch.routing is not None and bool(find_routers(model))
@@ -75,7 +78,7 @@ class Learner:
         if batch.old_logprobs is None:
             if self.cfg.old_logprobs == "behaviour":
                 batch.old_logprobs = batch.behaviour_logprobs
-            else:
+            elif not self._single_update:  # else _micro_loss anchors on its own forward
                 self.model.eval()
                 batch.old_logprobs = self._logprobs(self.model, batch)[0]
         if self.cfg.kl_coef > 0 and not self.cfg.kl_in_reward and batch.ref_logprobs is None:
@@ -87,7 +90,7 @@ class Learner:
         return compute_policy_loss(
             self.cfg.loss,
             logps,
-            micro.old_logprobs,
+            micro.old_logprobs if micro.old_logprobs is not None else logps.detach(),
             micro.token_advantages(),
             micro.completion_mask,
             params=self.params,

@@ -52,6 +52,36 @@ def test_first_minibatch_is_exactly_on_policy():
     assert metrics["clip_frac"] == 0.0
 
 
+def step_counting_forwards(learner: Learner, batch: TrainBatch) -> tuple[dict, int]:
+    forwards = []
+    hook = learner.model.base_model.register_forward_hook(lambda *_: forwards.append(1))  # log-probs skip the top
+    metrics = learner.step(batch)
+    hook.remove()
+    return metrics, len(forwards)
+
+
+@pytest.mark.parametrize("loss", ["ppo_clip", "dppo", "gspo"])
+def test_one_update_per_batch_anchors_on_its_own_forward(loss):
+    """With one optimizer step per batch the anchors are the training forward's own detached log-probs:
+    the update equals the one from anchors recomputed up front, and costs one forward instead of two."""
+    model, tok = load_model("zaya-tiny", seed=6)
+    batch = bandit_batch(tok)
+    with torch.no_grad():
+        recomputed = token_logprobs(copy.deepcopy(model).eval(), batch.input_ids, batch.attention_mask)[0]
+    cfg = RLConfig(loss=loss, optimizer="adamw", lr=1e-2, tis_cap=2.0)
+    own = Learner(copy.deepcopy(model), cfg, device="cpu")
+    metrics, own_forwards = step_counting_forwards(own, batch)
+    given = Learner(copy.deepcopy(model), cfg, device="cpu")
+    _, given_forwards = step_counting_forwards(given, TrainBatch(**{**vars(batch), "old_logprobs": recomputed}))
+    assert own_forwards == given_forwards == 1  # recomputing the anchors would add one
+    assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
+    for a, b in zip(own.model.parameters(), given.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    # two minibatches: the second trains on updated weights, so the anchors are computed up front
+    _, forwards = step_counting_forwards(Learner(copy.deepcopy(model), RLConfig(minibatches=2), device="cpu"), batch)
+    assert forwards == 3
+
+
 @pytest.mark.parametrize(
     ("preset", "loss", "optimizer"), [("zaya-tiny", "dppo", "muon"), ("llama-tiny", "ppo_clip", "adamw")]
 )
