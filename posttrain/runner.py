@@ -144,7 +144,9 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
         if hasattr(module, "check"):  # the checks that need no model run before the previous stage's work
             module.check(cfg)
         build_previous(build, cfg.model.path, overrides)
-    prepared = module.prepare(cfg)  # the last check that can fail on user input; nothing is written before it
+    prepared = module.prepare(cfg)
+    if resume_from is not None and hasattr(module, "check_resume"):  # does the checkpoint fit this config?
+        module.check_resume(cfg, resume_from)  # the last check that can fail on user input; nothing written yet
 
     if replace:
         shutil.rmtree(run_dir)

@@ -7,16 +7,20 @@ RSA), env verdicts gated by the repetition canary, and the learner, joined by po
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
 
 from posttrain.config import Config
 from posttrain.envs import EnvPool, expand_names, make_curriculum, make_env
+from posttrain.errors import UserError
 from posttrain.eval_cli import evaluate_envs_under
 from posttrain.export import export_final
 from posttrain.models import load_model, model_skeleton
 from posttrain.plots import plot_metrics
 from posttrain.rl.learner import Learner
-from posttrain.rl.loop import RLLoop, RLParts, resume_weights
-from posttrain.rl.optim import param_lr_overrides
+from posttrain.rl.loop import LEARNER_FILE, RLLoop, RLParts, resume_weights
+from posttrain.rl.optim import build_optimizers, optimizer_layout, param_lr_overrides
 from posttrain.rollout.fleet import RolloutFleet
 from posttrain.runner import RunContext
 
@@ -45,6 +49,17 @@ def check(cfg: Config) -> list[str]:
 def prepare(cfg: Config) -> Prepared:
     param_lr_overrides(model_skeleton(cfg.model.path), cfg.rl.param_groups)  # a regex naming no parameter
     return Prepared(check(cfg))
+
+
+def check_resume(cfg: Config, resume_from: Path) -> None:
+    """The checkpoint's optimizer state must fit this config's optimizers; checked before anything is written."""
+    saved = torch.load(resume_from / LEARNER_FILE, map_location="meta", weights_only=False)["optimizers"]
+    built = build_optimizers(model_skeleton(cfg.model.path), cfg.rl)
+    if optimizer_layout(saved) != optimizer_layout([opt.state_dict() for opt in built]):
+        raise UserError(
+            f"resume: {resume_from} was saved with another rl.optimizer / rl.param_groups than this config's; "
+            "resume with the values in the run's config.yaml, or start a new run"
+        )
 
 
 def evaluate(model_path: str, envs: list[str], cfg: Config) -> dict:

@@ -99,6 +99,12 @@ def build_optimizers(model: nn.Module, cfg: RLConfig) -> list[torch.optim.Optimi
     return optimizers
 
 
+def optimizer_layout(states: list[dict]) -> list[list[int]]:
+    """Parameters per group per optimizer, from optimizer state dicts: a checkpoint's state only loads into
+    optimizers built with the same layout (the same rl.optimizer and rl.param_groups)."""
+    return [[len(group["params"]) for group in state["param_groups"]] for state in states]
+
+
 def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
     """Multiplier of the peak lr at `step` (0-based): linear warmup, then constant, linear or cosine decay."""
     if step < warmup_steps:
