@@ -82,7 +82,7 @@ class TRLClock(TrainerCallback):
         self.steps: list[dict] = []
         self.logs: list[dict] = []
         self.generating = 0.0
-        generate = trainer._generate_single_turn
+        generate = trainer.model.generate  # TRL without vLLM calls the (unwrapped, here the same) model's generate
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -91,7 +91,7 @@ class TRLClock(TrainerCallback):
             finally:
                 self.generating += time.perf_counter() - start
 
-        trainer._generate_single_turn = timed  # instance attribute: only this trainer is timed
+        trainer.model.generate = timed  # instance attribute: only this model is timed
 
     def on_step_end(self, *_args, **_kwargs) -> None:
         self.steps.append({"end": time.perf_counter(), "time/generate": self.generating})
@@ -283,7 +283,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         f"\nasync/sync throughput: {median(sync, 'wall') / median(lag, 'wall'):.2f}x measured, "
         f"{bound:.2f}x if generation and learning had a core each; stale samples dropped: {dropped:g}"
     )
-    print("TRL: only generation is timed (its _generate_single_turn); scoring and learning are in 'rest'.")
+    print("TRL: only generation is timed (its model's generate); scoring and learning are in 'rest'.")
 
 
 def main() -> None:
