@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,25 +23,26 @@ RAY = str(Path(sys.executable).with_name("ray"))
 SLOT = "rollout_slot"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+SERVICES = (
+    "node-manager-port",
+    "object-manager-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "metrics-export-port",
+    "runtime-env-agent-port",
+)
 
 
-def node_args(worker_ports: tuple[int, int]) -> list[str]:
+def node_args(worker_ports: tuple[int, int], first_service_port: int) -> list[str]:
+    # Fixed ports below the kernel's ephemeral range (32768+): a port probed free and released could be taken
+    # as the source port of one of the head's own connections before this node binds it.
     # Two CPUs would fit both workers on one node; one `rollout_slot` per node is what spreads them.
     return [
         "--num-cpus=2",
         f"--resources={json.dumps({SLOT: 1})}",
         f"--min-worker-port={worker_ports[0]}",
         f"--max-worker-port={worker_ports[1]}",
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
+        *(f"--{name}={first_service_port + i}" for i, name in enumerate(SERVICES)),
         "--node-ip-address=127.0.0.1",
         "--disable-usage-stats",
         "--block",
@@ -91,17 +91,18 @@ def two_node_cluster(prefix: str, first_port: int) -> Iterator[tuple[str, Path, 
     import ray
 
     temp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    port = free_port()
+    # ports first_port .. first_port + 899: workers 400 per node, then each node's services, then the head's
+    port = first_port + 850
     address = f"127.0.0.1:{port}"
     head_args = ["--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false"]
-    head_args += [f"--ray-client-server-port={free_port()}", *node_args((first_port, first_port + 499))]
+    head_args += [f"--ray-client-server-port={port + 1}", *node_args((first_port, first_port + 399), first_port + 800)]
     nodes = [start(head_args, temp / "head.log")]
     result: dict = {}
     try:
         deadline = time.monotonic() + 120
         while not (temp / "session_latest").exists() and time.monotonic() < deadline:
             time.sleep(0.5)
-        second = [f"--address={address}", *node_args((first_port + 500, first_port + 999))]
+        second = [f"--address={address}", *node_args((first_port + 400, first_port + 799), first_port + 820)]
         nodes.append(start(second, temp / "second.log"))
         ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         wait_for_nodes(address, 2)
