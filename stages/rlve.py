@@ -20,7 +20,7 @@ from posttrain.models import load_model, model_skeleton
 from posttrain.plots import plot_metrics
 from posttrain.rl.learner import Learner
 from posttrain.rl.loop import LEARNER_FILE, RLLoop, RLParts, resume_weights
-from posttrain.rl.optim import build_optimizers, optimizer_layout, param_lr_overrides
+from posttrain.rl.optim import build_optimizers, param_lr_overrides, states_fit
 from posttrain.rollout.fleet import RolloutFleet
 from posttrain.runner import RunContext
 
@@ -54,8 +54,7 @@ def prepare(cfg: Config) -> Prepared:
 def check_resume(cfg: Config, resume_from: Path) -> None:
     """The checkpoint's optimizer state must fit this config's optimizers; checked before anything is written."""
     saved = torch.load(resume_from / LEARNER_FILE, map_location="meta", weights_only=False)["optimizers"]
-    built = build_optimizers(model_skeleton(cfg.model.path), cfg.rl)
-    if optimizer_layout(saved) != optimizer_layout([opt.state_dict() for opt in built]):
+    if not states_fit(saved, build_optimizers(model_skeleton(cfg.model.path), cfg.rl)):
         raise UserError(
             f"resume: {resume_from} was saved with another rl.optimizer / rl.param_groups than this config's; "
             "resume with the values in the run's config.yaml, or start a new run"

@@ -30,7 +30,7 @@ from posttrain.rl.batch import TrainBatch
 from posttrain.rl.config import RLConfig
 from posttrain.rl.logprobs import token_logprobs
 from posttrain.rl.losses import LossParams, compute_policy_loss
-from posttrain.rl.optim import build_optimizers, build_schedulers, optimizer_layout
+from posttrain.rl.optim import build_optimizers, build_schedulers, states_fit
 from posttrain.rl.router_replay import replay_routing
 
 
@@ -175,7 +175,7 @@ class Learner:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if optimizer_layout(state["optimizers"]) != optimizer_layout([opt.state_dict() for opt in self.optimizers]):
+        if not states_fit(state["optimizers"], self.optimizers):
             raise ValueError("checkpoint was saved with a different optimizer setup (rl.optimizer, rl.param_groups)")
         self.step_count = int(state["step"])
         for opt, saved in zip(self.optimizers, state["optimizers"], strict=True):

@@ -99,10 +99,11 @@ def build_optimizers(model: nn.Module, cfg: RLConfig) -> list[torch.optim.Optimi
     return optimizers
 
 
-def optimizer_layout(states: list[dict]) -> list[list[int]]:
-    """Parameters per group per optimizer, from optimizer state dicts: a checkpoint's state only loads into
-    optimizers built with the same layout (the same rl.optimizer and rl.param_groups)."""
-    return [[len(group["params"]) for group in state["param_groups"]] for state in states]
+def states_fit(saved: list[dict], optimizers: list[torch.optim.Optimizer]) -> bool:
+    """Whether checkpointed optimizer state dicts load into `optimizers`: the same optimizers with the same
+    parameters per group, i.e. built under the same rl.optimizer and rl.param_groups."""
+    saved_layout = [[len(group["params"]) for group in state["param_groups"]] for state in saved]
+    return saved_layout == [[len(group["params"]) for group in opt.param_groups] for opt in optimizers]
 
 
 def lr_factor(step: int, *, schedule: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
