@@ -209,7 +209,7 @@ def run_ours(args: argparse.Namespace, staleness: int, anchors: str, run_dir: Pa
     from posttrain.models import load_model
     from posttrain.rl.learner import Learner
     from posttrain.rl.loop import RLLoop, RLParts
-    from posttrain.runner import RunContext
+    from posttrain.run_context import RunContext
 
     cfg = to_object(compose("rlve", ours_overrides(args, staleness, anchors, run_dir)))
     model, tokenizer = load_model(args.model, seed=cfg.seed)

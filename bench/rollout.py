@@ -27,7 +27,7 @@ import torch
 
 
 def prompts(tokenizer, count: int) -> list[list[int]]:
-    from posttrain.rollout.worker import encode_messages
+    from posttrain.rollout.chat import encode_messages
 
     return [encode_messages(tokenizer, [{"role": "user", "content": f"What is {i}+{2 * i}?"}]) for i in range(count)]
 

@@ -96,6 +96,7 @@ class Env:
     name: ClassVar[str] = ""
     tags: ClassVar[tuple[str, ...]] = ()
     max_difficulty: ClassVar[int | None] = None  # None: unbounded
+    min_reward: ClassVar[float] = 0.0  # lowest reward `verify` can give; set it when yours can go negative
 
     def rng(self, seed: int, difficulty: int) -> random.Random:
         # str seeds hash with SHA-512, independent of PYTHONHASHSEED, so this is stable across processes.

@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 META_FILE = "posttrain-checkpoint.json"
@@ -68,3 +69,14 @@ class CheckpointManager:
 
 def step_of(checkpoint: Path) -> int:
     return json.loads((checkpoint / META_FILE).read_text())["step"]
+
+
+def jsonable(state: Any) -> Any:
+    """An RNG state (nested tuples, numpy arrays) as JSON lists; `tupled` turns it back."""
+    if isinstance(state, tuple | list):
+        return [jsonable(x) for x in state]
+    return state.tolist() if hasattr(state, "tolist") else state
+
+
+def tupled(state: Any) -> Any:
+    return tuple(tupled(x) for x in state) if isinstance(state, list) else state

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from posttrain.cli import add_override_command
 from posttrain.config import Config, compose, to_object
-from posttrain.config.schema import EvalConfig
 from posttrain.errors import UserError
 
 EXAMPLES = """\
@@ -27,69 +26,42 @@ examples:
 
 def evaluate_envs(model_path: str, names: Sequence[str], cfg: Config) -> dict:
     """{"model", "difficulty", "temperature", "samples", "envs": {name: {"accuracy", "format_ok", "n"}},
-    "mean_accuracy"}.
+    "mean_accuracy"}; with eval.samples > 1 each env also has pass@<samples>.
 
     Uses `cfg.eval` (difficulty, prompt count, decoding), `cfg.envs` (pool) and `cfg.seed`. With
-    eval.temperature > 0, accuracy is pass@1: the mean over eval.samples answers per prompt; n counts
-    prompts.
+    eval.temperature > 0, accuracy is pass@1: the mean over eval.samples answers per prompt; n counts prompts.
     """
-    return evaluate_envs_under(model_path, names, cfg, [cfg.eval])[0]
-
-
-def evaluate_envs_under(
-    model_path: str, names: Sequence[str], cfg: Config, eval_cfgs: Sequence[EvalConfig]
-) -> list[dict]:
-    """One `evaluate_envs` report per eval config, from one model load and one env pool; configs that
-    share a difficulty and prompt count score the same held-out prompts."""
-    from posttrain.data.from_envs import heldout_problems
     from posttrain.envs import EnvPool, expand_names, make_env
-    from posttrain.evaluation import generate_completions
-    from posttrain.models import load_model
+    from posttrain.evaluation import env_eval_sets, evaluate_sets, temperature_label
+    from posttrain.rollout.engine import build_engine
 
+    ev = cfg.eval
     env_names = expand_names(list(names))
     for name in env_names:
         make_env(name)  # unknown names fail before any work
-    model, tokenizer = load_model(model_path, seed=cfg.seed)
-    reports = []
+    engine = build_engine("hf", model_path, seed=cfg.seed, dtype=cfg.model.dtype, device=cfg.device)
     with EnvPool(cfg.envs, warm=env_names) as pool:
-        heldout: dict[tuple[str, int, int], list] = {}
-        for ev in eval_cfgs:
-            results = {}
-            for name in env_names:
-                key = (name, ev.difficulty, ev.num_samples)
-                if key not in heldout:
-                    heldout[key] = [p for p, _ in heldout_problems(name, ev.difficulty, ev.num_samples, cfg.seed, pool)]
-                problems = heldout[key]
-                completions = generate_completions(
-                    model,
-                    tokenizer,
-                    [[{"role": "user", "content": p.prompt}] for p in problems],
-                    max_new_tokens=ev.max_new_tokens,
-                    batch_size=ev.batch_size,
-                    temperature=ev.temperature,
-                    samples=ev.samples,
-                    seed=cfg.seed,
-                )
-                answered = [p for p in problems for _ in range(ev.samples)]  # completions are prompt-major
-                verdicts = pool.verify_many(list(zip(answered, completions, strict=True)))
-                graded = len(verdicts)
-                results[name] = {
-                    "accuracy": sum(v.correct for v in verdicts) / graded if graded else None,
-                    "format_ok": sum(v.format_ok for v in verdicts) / graded if graded else None,
-                    "n": len(problems),
-                }
-            scored = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
-            reports.append(
-                {
-                    "model": model_path,
-                    "difficulty": ev.difficulty,
-                    "temperature": ev.temperature,
-                    "samples": ev.samples,
-                    "envs": results,
-                    "mean_accuracy": sum(scored) / len(scored) if scored else None,
-                }
-            )
-    return reports
+        sets = env_eval_sets(env_names, ev.difficulty, ev.num_samples, cfg.seed, pool)
+        report = evaluate_sets(
+            engine, sets, [ev.temperature], samples=ev.samples, k=ev.samples,
+            max_new_tokens=ev.max_new_tokens, batch_size=ev.batch_size, seed=cfg.seed,
+        )  # fmt: skip
+    label = temperature_label(ev.temperature)
+    results = {}
+    for name in env_names:
+        cell = report[name][label]
+        results[name] = {"accuracy": cell["pass@1"], "format_ok": cell["format_ok"], "n": cell["n"]}
+        if ev.samples > 1:
+            results[name][f"pass@{ev.samples}"] = cell[f"pass@{ev.samples}"]
+    scored = [r["accuracy"] for r in results.values() if r["accuracy"] is not None]
+    return {
+        "model": model_path,
+        "difficulty": ev.difficulty,
+        "temperature": ev.temperature,
+        "samples": ev.samples,
+        "envs": results,
+        "mean_accuracy": sum(scored) / len(scored) if scored else None,
+    }
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -1,73 +1,207 @@
-"""Held-out accuracy: the yardstick printed at the end of a stage (greedy, or pass@1 over sampled answers)."""
+"""Held-out evaluation as a library: `posttrain eval` and every stage's before/after report use it.
+
+An eval set is a list of problems plus the scorer that grades them (env verdicts for env problems, a reward
+for dataset rows). Completions come from the same engine interface as every other generation path. For each
+temperature of a sweep it reports pass@1 (the mean over `samples` answers per prompt; greedy: one answer) and
+pass@k (the unbiased estimator of Chen et al. 2021), per prompt as well, so two models are compared pairwise
+on the same prompts.
+"""
 
 from __future__ import annotations
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from posttrain.answers import extract_answer
+from posttrain.envs import Problem
+from posttrain.rl.scoring import Scorer
+from posttrain.rl.sources import problem_messages
+from posttrain.rollout.chat import encode_messages
+from posttrain.rollout.engine import Engine
+from posttrain.rollout.sampling import sample_seed
+from posttrain.rollout.types import SamplingParams
 
-Messages = list[dict[str, str]]
+
+@dataclass
+class EvalSet:
+    name: str
+    problems: list[Problem]
+    scorer: Scorer
+    describe: str = ""  # e.g. "difficulty 1"
 
 
-@torch.no_grad()
-def generate_completions(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[Messages],
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that at least one of k answers drawn without replacement from n (c correct) is correct."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def generate_answers(
+    engine: Engine,
+    problems: Sequence[Problem],
     *,
+    temperature: float,
+    samples: int,
     max_new_tokens: int,
     batch_size: int,
-    temperature: float = 0.0,
-    samples: int = 1,
-    seed: int = 0,
-) -> list[str]:
-    """Greedy completions (temperature 0), or `samples` sampled ones per prompt, prompt-major.
-
-    Sampling runs under a forked, seeded torch RNG, so an evaluation is reproducible and leaves the
-    caller's RNG stream (a training run's) untouched.
-    """
+    seed: int,
+) -> list[list[str]]:
+    """`samples` completions per problem (1 when greedy); sample j of problem i draws from stream (seed, i, j)."""
     if temperature <= 0 and samples != 1:
         raise ValueError("greedy decoding gives one completion per prompt; sample with temperature > 0")
-    model.eval()
-    tokenizer.padding_side = "left"
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
-    completions = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(prompts), batch_size):
-            texts = [
-                tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                for p in prompts[start : start + batch_size]
-            ]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            output = model.generate(
-                **batch,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=samples,
-                pad_token_id=tokenizer.pad_token_id,
-                **sampling,
-            )
-            new_tokens = output[:, batch["input_ids"].shape[1] :]
-            completions += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return completions
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+    prompts = [encode_messages(engine.tokenizer, problem_messages(p)) for p in problems]
+    jobs = [(i, j) for i in range(len(problems)) for j in range(samples)]
+    texts: list[list[str]] = [[] for _ in problems]
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start : start + batch_size]
+        seeds = [sample_seed("eval", seed, i, j) for i, j in chunk]
+        completions = engine.generate([prompts[i] for i, _ in chunk], params, seeds)
+        for (i, _), completion in zip(chunk, completions, strict=True):
+            texts[i].append(completion.text)
+    return texts
 
 
-def exact_match(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    samples: list[Messages],
+def score_set(eval_set: EvalSet, answers: list[list[str]], k: int) -> dict[str, Any]:
+    """pass@1 and pass@k of one set's answers, overall and per problem."""
+    flat_problems = [p for p, group in zip(eval_set.problems, answers, strict=True) for _ in group]
+    scores, _ = eval_set.scorer.score(flat_problems, [a for group in answers for a in group], step=0, max_steps=0)
+    per_problem, per_problem_k, position = [], [], 0
+    for group in answers:
+        correct = [s.correct for s in scores[position : position + len(group)]]
+        position += len(group)
+        per_problem.append(sum(correct) / len(correct))
+        per_problem_k.append(pass_at_k(len(correct), sum(correct), min(k, len(correct))))
+    n = max(len(per_problem), 1)
+    sampled = bool(answers) and len(answers[0]) > 1
+    result = {
+        "pass@1": sum(per_problem) / n if per_problem else None,
+        f"pass@{k}": sum(per_problem_k) / n if per_problem and sampled else None,
+        "format_ok": sum(s.format_ok for s in scores) / max(len(scores), 1) if scores else None,
+        "n": len(per_problem),
+        "per_problem": per_problem,
+    }
+    if k == 1:  # pass@1 is the mean over the samples, whatever their number
+        result["pass@1"] = sum(per_problem) / n if per_problem else None
+    return result
+
+
+def evaluate_sets(
+    engine: Engine,
+    sets: Sequence[EvalSet],
+    temperatures: Sequence[float],
     *,
+    samples: int,
+    k: int,
     max_new_tokens: int,
     batch_size: int,
-) -> float:
-    """Fraction of samples whose extracted answer equals the reference assistant turn's answer."""
-    if not samples:
-        return float("nan")
-    prompts = [s[:-1] for s in samples]
-    completions = generate_completions(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    hits = sum(
-        extract_answer(c) is not None and extract_answer(c) == extract_answer(s[-1]["content"])
-        for c, s in zip(completions, samples, strict=True)
-    )
-    return hits / len(samples)
+    seed: int,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{set: {temperature label ("greedy" or "T=0.7"): score_set(...)}} for every temperature of the sweep."""
+    report: dict[str, dict[str, dict[str, Any]]] = {}
+    for eval_set in sets:
+        report[eval_set.name] = {}
+        for temperature in temperatures:
+            count = samples if temperature > 0 else 1
+            answers = generate_answers(
+                engine,
+                eval_set.problems,
+                temperature=temperature,
+                samples=count,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                seed=seed,
+            )
+            report[eval_set.name][temperature_label(temperature)] = score_set(eval_set, answers, k)
+    return report
+
+
+def temperature_label(temperature: float) -> str:
+    return "greedy" if temperature <= 0 else f"T={temperature:g}"
+
+
+def best(row: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The temperature with the highest pass@1 (the strongest simple baseline of a model)."""
+    scored = [(label, cell) for label, cell in row.items() if cell["pass@1"] is not None]
+    return max(scored, key=lambda item: item[1]["pass@1"])
+
+
+def paired_gain(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
+    """Mean per-prompt difference and its 95% half-width (normal approximation over the prompts)."""
+    diffs = [a - b for a, b in zip(after, before, strict=True)]
+    n = len(diffs)
+    if n < 2:
+        return (diffs[0] if diffs else 0.0), float("nan")
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    return mean, 1.96 * sd / math.sqrt(n)
+
+
+def comparison(before: dict, after: dict, train_label: str) -> dict[str, dict[str, Any]]:
+    """Per set: best temperature of each model, pass@1 at the training temperature, greedy, and the gain of the
+    trained model's best over the starting model's best, with its 95% interval."""
+    out = {}
+    for name in before:
+        best_before, cell_before = best(before[name])
+        best_after, cell_after = best(after[name])
+        gain, half_width = paired_gain(cell_before["per_problem"], cell_after["per_problem"])
+        out[name] = {
+            "best_before": {"temperature": best_before, "pass@1": cell_before["pass@1"]},
+            "best_after": {"temperature": best_after, "pass@1": cell_after["pass@1"]},
+            "train_temperature": {
+                "label": train_label,
+                "before": _get(before, name, train_label),
+                "after": _get(after, name, train_label),
+            },
+            "gain_over_best_baseline": gain,
+            "gain_ci95": half_width,
+        }
+    return out
+
+
+def _get(report: dict, name: str, label: str) -> float | None:
+    cell = report[name].get(label)
+    return None if cell is None else cell["pass@1"]
+
+
+def report_table(before: dict, after: dict, k: int, train_label: str) -> str:
+    """The honest before/after table: every temperature of the sweep, pass@k beside pass@1, and the gain over
+    the starting model at its own best temperature."""
+    lines = []
+    summary = comparison(before, after, train_label)
+    for name in before:
+        lines.append(f"{name}")
+        lines.append(f"  {'':<10}{'before':>18}{'after':>18}")
+        lines.append(f"  {'':<10}" + f"{'pass@1':>9}{f'pass@{k}':>9}" * 2)
+        for label in before[name]:
+            cells = [before[name][label], after[name].get(label, {})]
+            row = "".join(f"{_pct(c.get('pass@1')):>9}{_pct(c.get(f'pass@{k}')):>9}" for c in cells)
+            marker = "  <- RL samples here" if label == train_label else ""
+            lines.append(f"  {label:<10}{row}{marker}")
+        s = summary[name]
+        lines.append(
+            f"  best pass@1: before {_pct(s['best_before']['pass@1'])} ({s['best_before']['temperature']}), "
+            f"after {_pct(s['best_after']['pass@1'])} ({s['best_after']['temperature']}); "
+            f"gain over the best baseline {100 * s['gain_over_best_baseline']:+.1f} points "
+            f"(95% CI ±{100 * s['gain_ci95']:.1f})"
+        )
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def env_eval_sets(names: Sequence[str], difficulty: int, count: int, seed: int, pool: Any) -> list[EvalSet]:
+    """One set per env: `count` held-out problems (the prompts every training stage skips) at `difficulty`."""
+    from posttrain.data.from_envs import heldout_problems
+    from posttrain.rl.scoring import EnvScorer
+
+    scorer = EnvScorer(pool)
+    sets = []
+    for name in names:
+        problems = [p for p, _ in heldout_problems(name, difficulty, count, seed, pool)]
+        sets.append(EvalSet(name, problems, scorer, f"difficulty {difficulty}"))
+    return sets

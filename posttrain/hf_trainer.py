@@ -17,7 +17,7 @@ from trl import SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
 from posttrain.models.router_balancing import RouterBalancer, find_routers
-from posttrain.runner import RunContext
+from posttrain.run_context import RunContext
 
 
 class RunDirCallback(TrainerCallback):

@@ -1,15 +1,17 @@
 """`posttrain run`: compose the config, check every input, claim the run directory, run the stage.
 
-All checks that can fail on user input happen before the run directory is touched, so a bad
-command leaves nothing behind and overwrites nothing.
+All checks that can fail on user input happen before the run directory is touched, so a bad command leaves
+nothing behind and overwrites nothing. A failure after the start is reported on one line naming its cause and
+the log that holds the traceback (`<run.dir>/error.log`); a run that failed before its first checkpoint does
+not block a rerun. `resume=auto` on a finished run says so and changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -18,27 +20,18 @@ from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
 from posttrain.config import Config, closest, compose, load_saved, save, to_object
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
-from posttrain.metrics import MetricsLogger
+from posttrain.stagekit import ORDER, Stage, get_stage, pipeline, stage_names, unread_error
+
+ERROR_LOG, SUMMARY = "error.log", "summary.json"
 
 
-@dataclass
-class RunContext:
-    """What a stage needs from the run: its config, directory, checkpoints, metrics and resume point."""
+class StageFailed(Exception):
+    """A stage broke after it started; the message is one line, the traceback is in the run's error.log."""
 
-    cfg: Config
-    dir: Path
-    checkpoints: CheckpointManager
-    resume_from: Path | None
-    progress: bool
-    metrics: MetricsLogger
 
-    @property
-    def final(self) -> Path:
-        return self.dir / "final"
-
-    @property
-    def plots(self) -> Path:
-        return self.dir / "plots"
+def _holds_run(run_dir: Path, checkpoints: CheckpointManager) -> bool:
+    """A run directory worth protecting: it finished, or it has a checkpoint to resume from."""
+    return (run_dir / SUMMARY).is_file() or checkpoints.latest() is not None
 
 
 def _resume_point(cfg: Config, run_dir: Path, checkpoints: CheckpointManager) -> Path | None:
@@ -47,7 +40,7 @@ def _resume_point(cfg: Config, run_dir: Path, checkpoints: CheckpointManager) ->
     if resume == "auto":
         return checkpoints.latest()
     if resume == "false":
-        if run_dir.exists() and any(run_dir.iterdir()) and not cfg.run.overwrite:
+        if _holds_run(run_dir, checkpoints) and not cfg.run.overwrite:
             raise UserError(
                 f"run.dir={str(run_dir)!r} already holds a run; pass resume=auto to continue it "
                 "or run.overwrite=true to replace it"
@@ -70,32 +63,42 @@ def _check_same_stage(cfg: Config, run_dir: Path) -> None:
             raise UserError(f"run.dir={str(run_dir)!r} holds a '{previous}' run, not '{cfg.stage}'")
 
 
-SHARED_KEYS = ("run.root", "seed", "device", "logging.progress")
+def _finished(cfg: Config, run_dir: Path) -> dict | None:
+    """The summary of a run that already reached trainer.max_steps, when resuming it (nothing left to do)."""
+    summary_file = run_dir / SUMMARY
+    if str(cfg.resume).lower() != "auto" or not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text())
+    return summary if summary.get("steps", -1) >= cfg.trainer.max_steps else None
+
+
+SHARED_KEYS = ("run.root", "seed", "device", "logging.progress", "plugins")
 
 
 def scoped_overrides(stage: str, overrides: Sequence[str]) -> list[str]:
     """The overrides that apply to `stage`: unscoped ones, then `<stage>.key=value` with the prefix cut.
 
-    A prefix naming another pipeline stage (`sft.trainer.max_steps=30` while running rlve) is kept out of
-    this stage's config; it reaches that stage when it runs (`stage=all`, or built on demand below).
+    A prefix naming another stage (`sft.trainer.max_steps=30` while running rlve) is kept out of this stage's
+    config; it reaches that stage when it runs (`stage=all`, or built on demand below).
     """
-    from posttrain.stages import ORDER
-
+    names = set(stage_names())
     plain, mine = [], []
     for item in overrides:
         head, _, rest = item.partition(".")
-        if head not in ORDER:
+        if head not in names:
             plain.append(item)
         elif head == stage:
             mine.append(rest)
     return plain + mine
 
 
-def previous_stage_final(stage: str, cfg: Config) -> tuple[str, str | None]:
+def previous_stage_final(stage: str, kit: Stage, cfg: Config) -> tuple[str, str | None]:
     """`model.path` default: (the previous stage's final/ under run.root, that stage's name if it must be built)."""
-    from posttrain.stages import ORDER, STAGES
-
-    earlier = [s for s in ORDER[: ORDER.index(stage)] if s in STAGES]
+    if kit.previous is not None:
+        earlier = [kit.previous]
+    else:
+        order = [s for s in ORDER if s in stage_names()]
+        earlier = order[: order.index(stage)] if stage in order else []
     if not earlier:
         raise UserError(f"stage '{stage}' has no previous stage; set model.path")
     final = Path(cfg.run.root) / earlier[-1] / "final"
@@ -104,53 +107,81 @@ def previous_stage_final(stage: str, cfg: Config) -> tuple[str, str | None]:
 
 def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
     """Run `previous` with the shared keys and every stage-scoped override (resuming a partial run)."""
-    from posttrain.stages import ORDER
-
+    names = set(stage_names())
     print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
-    forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in ORDER]
+    forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in names]
     run_stage(previous, [*forwarded, "resume=auto"])
+
+
+def check_common(cfg: Config) -> None:
+    """Checks every stage shares: the device exists, LoRA targets exist in the model."""
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("device=cuda but no GPU is visible to torch; use device=auto or device=cpu")
+    if cfg.model.lora.r > 0 and cfg.model.lora.target_modules:
+        from posttrain.models.lora import check_targets
+
+        check_targets(cfg.model.path, cfg.model.lora)
 
 
 def run_stage(stage: str, overrides: Sequence[str]) -> dict:
     """Run one stage (or `all`, in pipeline order) and return its summary."""
-    from posttrain.stages import ORDER, STAGES
-
     if stage == "all":
         summaries = {}
-        for i, name in enumerate(s for s in ORDER if s in STAGES):
+        for i, name in enumerate(pipeline()):
             # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
             dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
             summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)])
         return summaries
-    if stage not in STAGES:
-        suggestion = closest(stage, list(STAGES))
+    from posttrain.plugins import load_plugins, plugins_in
+
+    load_plugins(plugins_in(overrides))  # before the checks: a plugin may register a stage, env or loss
+    if stage not in stage_names():
+        suggestion = closest(stage, stage_names())
         hint = f"; did you mean '{suggestion}'?" if suggestion else ""
-        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*STAGES, 'all'])})")
-    module = STAGES[stage]
-    raw: DictConfig = compose(stage, scoped_overrides(stage, overrides))
+        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*stage_names(), 'all'])})")
+    mine = scoped_overrides(stage, overrides)
+    raw: DictConfig = compose(stage, mine)
+    kit = get_stage(stage)
+    error = unread_error(kit, raw, [item.split("=", 1)[0] for item in mine if not item.startswith("stage=")])
+    if error is not None:
+        raise error
     cfg = to_object(raw)
     build = None
     if cfg.model.path is None:
-        cfg.model.path, build = previous_stage_final(stage, cfg)
+        cfg.model.path, build = previous_stage_final(stage, kit, cfg)
         raw.model.path = cfg.model.path
     run_dir = Path(cfg.run.dir)
     checkpoints = CheckpointManager(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
     _check_same_stage(cfg, run_dir)
+    finished = _finished(cfg, run_dir)
+    if finished is not None:
+        print(f"run.dir={str(run_dir)!r} already finished its {finished['steps']} steps; nothing to do", flush=True)
+        return finished
     resume_from = _resume_point(cfg, run_dir, checkpoints)
     replace = resume_from is None and run_dir.exists() and any(run_dir.iterdir())
     if replace and not (run_dir / "config.yaml").is_file():
         raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
+    kit.check(cfg)  # the checks that need no model run before the previous stage's work
     if build is not None:
-        if hasattr(module, "check"):  # the checks that need no model run before the previous stage's work
-            module.check(cfg)
         build_previous(build, cfg.model.path, overrides)
-    prepared = module.prepare(cfg)
-    if resume_from is not None and hasattr(module, "check_resume"):  # does the checkpoint fit this config?
-        module.check_resume(cfg, resume_from)  # the last check that can fail on user input; nothing written yet
-
+    check_common(cfg)
+    prepared = kit.prepare(cfg)
+    if resume_from is not None:
+        kit.check_resume(cfg, resume_from)  # the last check that can fail on user input; nothing written yet
     if replace:
         shutil.rmtree(run_dir)
+    return _run_claimed(kit, prepared, cfg, raw, run_dir, checkpoints, resume_from)
+
+
+def _run_claimed(kit, prepared, cfg, raw, run_dir, checkpoints, resume_from) -> dict:
+    from posttrain.metrics import MetricsLogger
+    from posttrain.run_context import RunContext
+
     save(raw, run_dir / "config.yaml")
+    (run_dir / ERROR_LOG).unlink(missing_ok=True)
     metrics = MetricsLogger(
         run_dir / "metrics.jsonl",
         resume_step=step_of(resume_from) if resume_from else None,
@@ -161,8 +192,15 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
         quiet_library_progress_bars()
     ctx = RunContext(cfg, run_dir, checkpoints, resume_from, progress, metrics)
     try:
-        summary = module.run(prepared, ctx)
+        summary = kit.run(prepared, ctx)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        log = run_dir / ERROR_LOG
+        log.write_text(traceback.format_exc())
+        cause = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise StageFailed(f"stage {kit.name} failed: {type(exc).__name__}: {cause} (traceback in {log})") from exc
     finally:
         metrics.close()
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -71,6 +71,31 @@ def make_reward(name: str, **kwargs: Any) -> Reward:
         raise UserError(f"reward {name!r}: {exc}") from None
 
 
+def load_reward_callable(reference: str) -> Callable[..., Any]:
+    """`package.module:name` or `path/to/file.py:name` -> the object (a reward class, factory or function)."""
+    import importlib.util
+    from pathlib import Path
+
+    target, _, attr = reference.rpartition(":")
+    if not target or not attr:
+        raise UserError(f"reward {reference!r}: expected module:function or path/to/file.py:function")
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise UserError(f"reward {reference!r}: {target} does not exist")
+        spec = importlib.util.spec_from_file_location(f"posttrain_user_reward_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UserError(f"reward {reference!r}: cannot import {target}: {exc}") from None
+    if not hasattr(module, attr):
+        raise UserError(f"reward {reference!r}: {target} has no {attr!r}")
+    return getattr(module, attr)
+
+
 def per_sample(columns: dict[str, Any], name: str, n: int, default: Any = None) -> list[Any]:
     """A dataset column as a list of length n; a scalar (or a missing column) is broadcast to every sample."""
     value = columns.get(name, default)

@@ -47,12 +47,14 @@ class RewardsConfig:
     components: list[RewardSpec] = field(default_factory=lambda: [RewardSpec()])
     gate: RewardSpec | None = None  # components count only where this scores >= gate_threshold
     gate_threshold: float = 1.0
+    correct_at: float = 1.0  # a sample counts as correct (accuracy, curricula, pass-rate filter) at this reward
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 
 
-def build_reward(config: RewardsConfig) -> Reward:
-    """The full reward a stage uses, from its `rewards` config."""
+def build_reward(config: RewardsConfig, *, canary: bool = True) -> Reward:
+    """The full reward a stage uses, from its `rewards` config. The RL loop applies the repetition canary to
+    every scorer itself (`canary=False` here), so that it runs once."""
     if config.sandbox.max_parallel > 0:
         set_max_parallel(config.sandbox.max_parallel)
     reward: Reward = WeightedSum(list(config.components))
@@ -70,7 +72,7 @@ def build_reward(config: RewardsConfig) -> Reward:
             },
         }
         reward = WeightedSum([reward, overlong])
-    if shaping.repetition_threshold > 0:
-        canary = RepetitionCanary(threshold=shaping.repetition_threshold)
-        reward = Gate(reward, canary, threshold=1.0, skip_closed=False, name="repetition")
+    if canary and shaping.repetition_threshold > 0:
+        guard = RepetitionCanary(threshold=shaping.repetition_threshold)
+        reward = Gate(reward, guard, threshold=1.0, skip_closed=False, name="repetition")
     return reward

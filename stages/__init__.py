@@ -1,17 +1,5 @@
-"""The post-training stages, in pipeline order. Each is a thin composition of the engine.
+"""The post-training stages. Each is a thin composition of the engine, registered in posttrain.stagekit.
 
-A stage module has `prepare(cfg)`, which checks and loads every input without writing anything, and
-`run(prepared, ctx) -> summary`, which does the work inside the run directory. An optional
-`check(cfg)` holds the checks that need no model, so they run before a previous stage is built; an
-optional `check_resume(cfg, checkpoint_dir)` refuses, before anything is written, a checkpoint this
-config cannot continue.
+`posttrain.stagekit` holds the stage interface, the registry (`stage_names`, `get_stage`, `register_stage`) and
+the pipeline order. Stage modules are imported on first use, so checking a command line stays fast.
 """
-
-from types import ModuleType
-
-from posttrain.stages import rlve, sft
-
-ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")
-STAGES: dict[str, ModuleType] = {"sft": sft, "rlve": rlve}
-
-__all__ = ["ORDER", "STAGES"]

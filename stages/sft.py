@@ -9,25 +9,27 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from datasets import Dataset
-
 from posttrain.config import Config
-from posttrain.data import from_envs
-from posttrain.data.sources import load_messages
-from posttrain.data.trimming import fit_all
-from posttrain.evaluation import exact_match
-from posttrain.export import export_final
-from posttrain.hf_trainer import build_sft_trainer
-from posttrain.models import check_model_path, load_model, load_tokenizer
-from posttrain.models.lora import apply_lora
-from posttrain.plots import plot_metrics
-from posttrain.runner import RunContext
+from posttrain.run_context import RunContext
+from posttrain.stagekit import Stage
 
 Messages = list[dict[str, str]]
 PLOTS = {
     "loss": ["loss"],
     "learning_rate": ["learning_rate"],
     "router_load": ["router/max_load", "router/load_entropy"],  # ZAYA with trainer.router_balancing
+}
+RL_KEYS = {  # what an RL key means here
+    "rl.lr": "trainer.lr",
+    "rl.lr_schedule": "trainer.lr_scheduler",
+    "rl.warmup_steps": "trainer.warmup_steps",
+    "rl.weight_decay": "trainer.weight_decay",
+    "rl.max_grad_norm": "trainer.max_grad_norm",
+    "rl.grad_accum": "trainer.grad_accum",
+    "rl.router_balancing": "trainer.router_balancing",
+    "rl.router_balancing_lr": "trainer.router_balancing_lr",
+    "problems.datasets": "data.path",
+    "envs.names": "data.tasks",
 }
 
 
@@ -39,6 +41,11 @@ class Prepared:
 
 
 def prepare(cfg: Config) -> Prepared:
+    from posttrain.data import from_envs
+    from posttrain.data.sources import load_messages
+    from posttrain.data.trimming import fit_all
+    from posttrain.models import check_model_path, load_tokenizer
+
     check_model_path(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path)
     if cfg.data.path is not None:
@@ -58,7 +65,36 @@ def _prompt_completion(sample: Messages) -> dict[str, Messages]:
     return {"prompt": sample[:-1], "completion": sample[-1:]}
 
 
+def heldout_exact_match(model, tokenizer, heldout: list[Messages], cfg: Config) -> float:
+    """Greedy exact match of the extracted answer against the reference turn's, on the held-out samples."""
+    from posttrain.envs import Problem
+    from posttrain.evaluation import EvalSet, generate_answers, score_set
+    from posttrain.rl.scoring import ExactAnswerScorer
+    from posttrain.rollout.engine import HFEngine
+
+    if not heldout:
+        return float("nan")
+    problems = [
+        Problem("heldout", i, 0, s[-2]["content"], s[-1]["content"], extra={"messages": s[:-1]})
+        for i, s in enumerate(heldout)
+    ]
+    engine = HFEngine(model, tokenizer)
+    answers = generate_answers(
+        engine, problems, temperature=0.0, samples=1, max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size, seed=cfg.seed,
+    )  # fmt: skip
+    return score_set(EvalSet("heldout", problems, ExactAnswerScorer()), answers, k=1)["pass@1"]
+
+
 def run(prepared: Prepared, ctx: RunContext) -> dict:
+    from datasets import Dataset
+
+    from posttrain.export import export_final
+    from posttrain.hf_trainer import build_sft_trainer
+    from posttrain.models import load_model
+    from posttrain.models.lora import apply_lora
+    from posttrain.plots import plot_metrics
+
     cfg = ctx.cfg
     model, tokenizer = load_model(cfg.model.path, seed=cfg.seed)
     model = apply_lora(model, cfg.model.lora)
@@ -68,13 +104,7 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
     trainer, callback = build_sft_trainer(ctx, model, tokenizer, dataset)
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final_model = export_final(trainer.model, tokenizer, ctx.final)
-    accuracy = exact_match(
-        final_model,
-        tokenizer,
-        prepared.heldout,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        batch_size=cfg.eval.batch_size,
-    )
+    accuracy = heldout_exact_match(final_model, tokenizer, prepared.heldout, cfg)
     plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
     summary = {
         "stage": "sft",
@@ -87,3 +117,16 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
     }
     print(f"held-out exact match: {accuracy:.1%} on {len(prepared.heldout)} samples; final model in {ctx.final}")
     return summary
+
+
+class SFT(Stage):
+    name = "sft"
+    reads = ("model", "data", "trainer", "eval.difficulty", "eval.num_samples", "eval.max_new_tokens")
+    reads += ("eval.batch_size",)
+    instead = RL_KEYS
+
+    def prepare(self, cfg: Config) -> Prepared:
+        return prepare(cfg)
+
+    def run(self, prepared: Prepared, ctx: RunContext) -> dict:
+        return run(prepared, ctx)

@@ -78,6 +78,7 @@ class ReasoningGymEnv(Env):
     def __init__(self, dataset: str, *, strict: bool = True) -> None:
         self.dataset, self.strict = dataset, strict
         self.name = f"rg:{dataset}" if strict else f"rg:{dataset}:lenient"
+        self.min_reward = 0.0 if strict else -1.0  # lenient passes the dataset's own score through, clipped to [-1, 1]
         self.max_difficulty = max_level(dataset)
 
     def generate(self, seed: int, difficulty: int) -> Problem:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
-from posttrain.rl.config import RLConfig
+from posttrain.rl.config import ProblemsConfig, RLConfig, TTCConfig
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
 
 
@@ -106,8 +106,12 @@ class EvalConfig:
     num_samples: int = 200  # held-out prompts per env
     max_new_tokens: int = 16
     batch_size: int = 100
-    temperature: float = 0.0  # 0 = greedy; > 0 = pass@1, the mean over `samples` sampled answers per prompt
+    temperature: float = 0.0  # posttrain eval: 0 = greedy; > 0 = pass@1, the mean over `samples` answers per prompt
     samples: int = 1
+    # RL stages' before/after report: pass@1 and pass@k at every temperature of the sweep (greedy and the
+    # sampling temperature are always added), `pass_k` samples per prompt
+    temperatures: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 1.0])
+    pass_k: int = 8
 
     def __post_init__(self) -> None:
         require(self.temperature >= 0, "eval.temperature must be >= 0 (0 is greedy)")
@@ -116,6 +120,8 @@ class EvalConfig:
         require(self.num_samples >= 0, "eval.num_samples must be >= 0")
         require(self.max_new_tokens >= 1, "eval.max_new_tokens must be >= 1")
         require(self.batch_size >= 1, "eval.batch_size must be >= 1")
+        require(all(t >= 0 for t in self.temperatures), "eval.temperatures must be >= 0")
+        require(self.pass_k >= 1, "eval.pass_k must be >= 1")
 
 
 @dataclass
@@ -124,6 +130,7 @@ class Config:
     seed: int = 0
     resume: str = "false"
     device: str = "auto"
+    plugins: list[str] = field(default_factory=list)  # modules or .py files imported first (their registrations)
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -137,6 +144,8 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    problems: ProblemsConfig = field(default_factory=ProblemsConfig)
+    ttc: TTCConfig = field(default_factory=TTCConfig)
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

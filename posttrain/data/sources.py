@@ -26,27 +26,30 @@ def to_messages(record: dict[str, Any]) -> Messages:
     raise ValueError(f"needs a 'messages' column or 'prompt' and 'completion' columns, has {sorted(record)}")
 
 
-def load_messages(path: str) -> list[Messages]:
-    """All records as messages; any unreadable file or malformed record is a `UserError` naming the row."""
+def read_records(path: str, *, key: str = "data.path") -> Any:
+    """A `datasets.Dataset` from a JSONL/JSON/parquet file or a saved `datasets` directory; `key` names the config
+    key in errors."""
     import datasets
 
     source = Path(path)
     if not source.exists():
-        raise UserError(f"data.path={path!r} does not exist")
+        raise UserError(f"{key}={path!r} does not exist")
     try:
         if source.is_dir():
             loaded = datasets.load_from_disk(str(source))
-            dataset = loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
-        elif source.suffix in (".jsonl", ".json"):
-            dataset = datasets.Dataset.from_json(str(source))
-        elif source.suffix == ".parquet":
-            dataset = datasets.Dataset.from_parquet(str(source))
-        else:
-            raise UserError(f"data.path={path!r}: unsupported format (use .jsonl, .json, .parquet or a datasets dir)")
-    except UserError:
-        raise
+            return loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if source.suffix in (".jsonl", ".json"):
+            return datasets.Dataset.from_json(str(source))
+        if source.suffix == ".parquet":
+            return datasets.Dataset.from_parquet(str(source))
     except Exception as exc:  # datasets raises many types for unreadable input
-        raise UserError(f"data.path={path!r} is unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+        raise UserError(f"{key}={path!r} is unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+    raise UserError(f"{key}={path!r}: unsupported format (use .jsonl, .json, .parquet or a datasets dir)")
+
+
+def load_messages(path: str) -> list[Messages]:
+    """All records as messages; any unreadable file or malformed record is a `UserError` naming the row."""
+    dataset = read_records(path)
     samples = []
     for row, record in enumerate(dataset):
         try:

@@ -27,6 +27,53 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
     return get_peft_model(model, config)
 
 
+def check_targets(model_path: str, lora: LoraConfig) -> None:
+    """Every `model.lora.target_modules` entry must name modules of the model (checked on a meta skeleton), so a
+    typo is one line before any work instead of a peft traceback mid-run."""
+    from posttrain.errors import UserError
+    from posttrain.models.loading import model_skeleton
+
+    names = [name for name, _ in model_skeleton(model_path).named_modules()]
+    for target in lora.target_modules or []:
+        if not any(name == target or name.endswith(f".{target}") for name in names):
+            leaves = sorted({name.rsplit(".", 1)[-1] for name in names if name})
+            raise UserError(
+                f"model.lora.target_modules: {target!r} names no module of {model_path}; "
+                f"module names include {', '.join(leaves[:12])}"
+            )
+
+
+def load_adapter(model: PreTrainedModel, directory) -> PreTrainedModel:
+    """`model` with the trainable LoRA adapter saved in `directory` (a resumed run's policy)."""
+    return PeftModel.from_pretrained(model, str(directory), is_trainable=True)
+
+
+def plain_state_dict(model: PreTrainedModel) -> dict:
+    """The weights a plain copy of the model would hold (LoRA deltas added, out of place), under its own names.
+
+    What the rollout engines load at weight sync: they run the plain architecture. The adapters are never merged
+    into the live model, whose base weights therefore stay bit-exact."""
+    if not isinstance(model, PeftModel):
+        return model.state_dict()
+    from peft.tuners.lora import LoraLayer
+
+    base = model.get_base_model()
+    deltas = {
+        f"{name}.weight": module.get_delta_weight(adapter)
+        for name, module in base.named_modules()
+        if isinstance(module, LoraLayer)
+        for adapter in module.active_adapters
+        if adapter in module.lora_A
+    }
+    state = {}
+    for key, value in base.state_dict().items():
+        if "lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        state[key] = value + deltas[key].to(value.dtype) if key in deltas else value
+    return state
+
+
 def merged(model: PreTrainedModel) -> PreTrainedModel:
     """A plain model with LoRA folded into its weights (what `final/` stores)."""
     return model.merge_and_unload() if isinstance(model, PeftModel) else model

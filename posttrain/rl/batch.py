@@ -21,9 +21,10 @@ class TrainBatch:
     attention_mask: torch.Tensor  # [B, L] long, 1 on real tokens
     completion_mask: torch.Tensor  # [B, L] float, 1 on completion tokens that count in the loss
     behaviour_logprobs: torch.Tensor  # [B, L] float, the rollout engine's log-probs; 0 off the completion
-    advantages: torch.Tensor  # [B] or [B, L] float
+    advantages: torch.Tensor | None  # [B] or [B, L] float; None: the learner computes them from `rewards`
     group_ids: torch.Tensor  # [B] long
-    rewards: torch.Tensor | None = None  # [B] float, for metrics
+    rewards: torch.Tensor | None = None  # [B] float
+    temperatures: torch.Tensor | None = None  # [B] float, what each sample was drawn (and is scored) at; None = 1
     old_logprobs: torch.Tensor | None = None  # [B, L]; None: the learner recomputes them
     ref_logprobs: torch.Tensor | None = None  # [B, L]; None: the learner computes them when KL is on
     routing: torch.Tensor | None = None  # [B, L, layers] long, MoE classes from the rollout (−1 = route live)
@@ -49,12 +50,13 @@ class TrainBatch:
         group_ids: Sequence[int],
         *,
         pad_token_id: int,
-        advantage: str = "grpo",
+        advantage: str | None = "grpo",
         advantage_kwargs: dict | None = None,
         advantages: Sequence[float] | None = None,
+        temperatures: Sequence[float] | None = None,
     ) -> TrainBatch:
-        """Pad python lists (as the fleet returns them) into a batch; advantages come from `rewards` by name
-        unless given explicitly."""
+        """Pad python lists (as the fleet returns them) into a batch. Advantages are given explicitly, computed
+        from `rewards` by the estimator named `advantage`, or (advantage=None) left to the learner."""
         sizes = {len(prompt_ids), len(completion_ids), len(behaviour_logprobs), len(rewards), len(group_ids)}
         if len(sizes) != 1:
             raise ValueError("prompt_ids, completion_ids, behaviour_logprobs, rewards and group_ids differ in length")
@@ -78,11 +80,14 @@ class TrainBatch:
             behaviour[i, start:end] = torch.tensor(logps, dtype=torch.float32)
         rewards_t = torch.tensor(rewards, dtype=torch.float32)
         groups_t = torch.tensor(group_ids, dtype=torch.long)
-        if advantages is None:
+        if advantages is not None:
+            adv = torch.tensor(advantages, dtype=torch.float32)
+        elif advantage is not None:
             adv = compute_advantages(advantage, rewards_t, groups_t, **(advantage_kwargs or {}))
         else:
-            adv = torch.tensor(advantages, dtype=torch.float32)
-        return cls(input_ids, attention, completion, behaviour, adv, groups_t, rewards=rewards_t)
+            adv = None
+        temps = torch.tensor(temperatures, dtype=torch.float32) if temperatures is not None else None
+        return cls(input_ids, attention, completion, behaviour, adv, groups_t, rewards=rewards_t, temperatures=temps)
 
     @property
     def size(self) -> int:
@@ -105,8 +110,14 @@ class TrainBatch:
         bounds = [round(k * self.size / parts) for k in range(parts + 1)]
         return [self.select(range(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
 
+    def scoring_temperatures(self) -> torch.Tensor:
+        """[B] temperatures the log-probs are taken at."""
+        return self.temperatures if self.temperatures is not None else torch.ones(self.size)
+
     def token_advantages(self) -> torch.Tensor:
         """Advantages as [B, L]: per-sequence advantages are broadcast over the tokens."""
+        if self.advantages is None:
+            raise ValueError("this batch has no advantages yet (the learner computes them from its rewards)")
         if self.advantages.dim() == 1:
             return self.advantages[:, None].expand_as(self.completion_mask)
         return self.advantages

@@ -1,22 +1,36 @@
-"""Turn curriculum draws into scored samples: problems -> fleet rollouts -> env verdicts -> rewards.
+"""Turn problems into scored samples: problems -> fleet rollouts -> scorer -> rewards.
 
-This is the "generate" and "verify" half of an RL step. It knows nothing about the learner; the loop
-hands its `Sample`s to `TrainBatch.from_lists`.
+This is the "generate" and "verify" half of an RL step; it knows nothing about the learner. Every sample
+draws from its own random stream, seeded by (run seed, step, refill, problem, sample), so a group split into
+chunks never repeats itself and two runs with one seed are identical.
+
+Three ways to ask a problem, all one mechanism underneath (Markovian RSA trees, `run_markovian_rsa`):
+* plain: `rl.group_size` independent samples form the group;
+* `rollout.strategy=markovian_rsa`: RSA with `rsa.*`; each round in `rsa.train_rounds` is one group;
+* test-time-compute prompts (`ttc.fraction`): RSA with T = 1 whose round 0 (the candidates) comes from the
+  policy or an earlier checkpoint, and whose round 1 (aggregation prompts) is the trained group.
+Samples of rounds that are not trained are still scored: they give the aggregation metrics.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from posttrain.data.from_envs import is_heldout
-from posttrain.envs import Curriculum, EnvPool, Problem
+from posttrain.answers import extract_answer
+from posttrain.envs import Problem
 from posttrain.rewards.shaping import RepetitionCanary
+from posttrain.rl.config import TTCConfig
+from posttrain.rl.scoring import Scorer, score_with_canary
+from posttrain.rl.sources import problem_messages
+from posttrain.rollout.backend import Fleet
 from posttrain.rollout.config import RSAConfig
-from posttrain.rollout.fleet import RolloutFleet
+from posttrain.rollout.markovian_rsa import GenerateFn, RSATree
+from posttrain.rollout.sampling import sample_seed
 from posttrain.rollout.types import Request, Rollout
 
 
@@ -30,116 +44,177 @@ class Sample:
     reward: float
     correct: bool
     format_ok: bool
-    round: int = 0  # Markovian RSA round (0 = independent attempts, 1.. = aggregation)
+    round: int = 0  # RSA round (0 = independent attempts, 1.. = aggregation)
+    error: str | None = None  # the scorer failed: never trained on
+    trained: bool = True  # False: scored for metrics only (an RSA round outside the trained ones)
+    kind: str = "plain"  # plain | rsa | ttc
+    majority_correct: bool | None = None  # aggregation samples: was the majority of their round's candidates right?
 
     @property
     def truncated(self) -> bool:
         return self.rollout.finish_reason == "length"
 
 
-class ProblemSource:
-    """Problems from the curriculum, never one of the held-out prompts `posttrain eval` scores."""
+class Collector:
+    def __init__(
+        self,
+        fleet: Fleet,
+        scorer: Scorer,
+        *,
+        group_size: int,
+        seed: int,
+        max_steps: int,
+        rsa: RSAConfig | None = None,
+        ttc: TTCConfig | None = None,
+        candidates: GenerateFn | None = None,
+        canary: RepetitionCanary | None = None,
+    ) -> None:
+        """`rsa`: every problem asked by Markovian RSA; `ttc`: that fraction asked as aggregation prompts, with
+        round-0 candidates from `candidates` (an earlier checkpoint's generate) or the policy."""
+        self.fleet, self.scorer, self.group_size, self.seed = fleet, scorer, group_size, seed
+        self.max_steps, self.rsa, self.ttc, self.candidates, self.canary = max_steps, rsa, ttc, candidates, canary
 
-    def __init__(self, curriculum: Curriculum, pool: EnvPool) -> None:
-        self.curriculum, self.pool = curriculum, pool
+    def collect(self, problems: Sequence[Problem], step: int, attempt: int) -> tuple[list[Sample], dict[str, float]]:
+        """Scored samples for `problems`, and the time split; group ids are unique within (step, attempt)."""
+        start = time.perf_counter()
+        key = sample_seed(self.seed, step, attempt)
+        owners: list[Problem] = []
+        rollouts: list[Rollout] = []
+        tags: list[tuple[int, int, bool, str]] = []  # (group, round, trained, kind)
+        majority: list[tuple[int, str] | None] = []  # aggregation samples: (candidates' group, their top answer)
+        if self.rsa is not None:
+            trees = self.fleet.run_rsa([p.prompt for p in problems], self.rsa, seed=key)
+            rounds = set(self.rsa.train_rounds)
+            self._add_trees(problems, range(len(problems)), trees, rounds, "rsa", owners, rollouts, tags, majority)
+        else:
+            asked = self._ttc_split(len(problems), key)
+            plain = [i for i in range(len(problems)) if i not in asked]
+            requests = [
+                Request(
+                    id=f"p{i}.k{k}",
+                    messages=problem_messages(problems[i]),
+                    group=i,
+                    params=self.fleet.sampling_params(),
+                    seed=sample_seed(key, i, k),
+                )
+                for i in plain
+                for k in range(self.group_size)
+            ]
+            for rollout in self.fleet.generate(requests):
+                owners.append(problems[rollout.group])
+                rollouts.append(rollout)
+                tags.append((rollout.group, 0, True, "plain"))
+                majority.append(None)
+            if asked:
+                trees = self.fleet.run_rsa(
+                    [problems[i].prompt for i in asked], self._ttc_rsa(), seed=key, candidates=self.candidates
+                )
+                self._add_trees(problems, asked, trees, {1}, "ttc", owners, rollouts, tags, majority)
+        generated = time.perf_counter()
+        scores, metrics = score_with_canary(
+            self.scorer, self.canary, owners, [r.text for r in rollouts], step=step, max_steps=self.max_steps
+        )
+        samples = [
+            Sample(p, r, group, s.reward, s.correct, s.format_ok, rnd, s.error, trained, kind)
+            for p, r, s, (group, rnd, trained, kind) in zip(owners, rollouts, scores, tags, strict=True)
+        ]
+        _mark_majorities(samples, majority)
+        metrics["time/generate"] = generated - start
+        metrics["time/verify"] = time.perf_counter() - generated
+        return samples, metrics
 
-    def draw(self, count: int) -> list[Problem]:
-        problems: list[Problem] = []
-        for _ in range(100):
-            if len(problems) >= count:
-                break
-            for name in self.pool.quarantined:
-                self.curriculum.disable(name)
-            drawn = self.pool.generate_many(self.curriculum.sample(count - len(problems)))
-            problems += [p for p in drawn if p is not None and not is_heldout(p.prompt)]
-        if len(problems) < count:
-            raise RuntimeError(f"could draw only {len(problems)} of {count} problems: every env is failing")
-        return problems
+    def _ttc_split(self, count: int, key: int) -> list[int]:
+        """Which problems of this call are asked as aggregation prompts (a seeded choice of round(fraction·count))."""
+        if self.ttc is None or self.ttc.fraction <= 0:
+            return []
+        chosen = random.Random(key).sample(range(count), round(self.ttc.fraction * count))
+        return sorted(chosen)
 
+    def _ttc_rsa(self) -> RSAConfig:
+        """RSA with T = 1: `ttc.candidates` round-0 samples, then a group of aggregation samples at rollout sampling."""
+        sampling = self.fleet.sampling_params()
+        return RSAConfig(
+            N=max(self.ttc.candidates, self.group_size),
+            C=self.ttc.C,
+            T=1,
+            beta=sampling.max_new_tokens,
+            tau=min(self.ttc.tau, sampling.max_new_tokens),
+            final_temperature=sampling.temperature,
+            final_top_p=sampling.top_p,
+            train_rounds=[1],
+        )
 
-def _score(
-    problems: Sequence[Problem],
-    rollouts: Sequence[Rollout],
-    groups: Sequence[int],
-    rounds: Sequence[int],
-    pool: EnvPool,
-    canary: RepetitionCanary,
-    started: float,
-) -> tuple[list[Sample], dict[str, float]]:
-    """Verdicts gated by the repetition canary, and the step's time split (generation began at `started`)."""
-    generated = time.perf_counter()
-    verdicts = pool.verify_many([(p, r.text) for p, r in zip(problems, rollouts, strict=True)])
-    alive = canary([p.prompt for p in problems], [r.text for r in rollouts]).scores
-    samples = [
-        Sample(p, r, g, v.reward * keep, v.correct and keep > 0, v.format_ok, t)
-        for p, r, v, keep, g, t in zip(problems, rollouts, verdicts, alive, groups, rounds, strict=True)
-    ]
-    return samples, {"time/generate": generated - started, "time/verify": time.perf_counter() - generated}
-
-
-def collect_single(
-    problems: Sequence[Problem],
-    group_size: int,
-    fleet: RolloutFleet,
-    step: int,
-    pool: EnvPool,
-    canary: RepetitionCanary,
-) -> tuple[list[Sample], dict[str, float]]:
-    """`group_size` independent samples per problem; each problem is one group."""
-    start = time.perf_counter()
-    params = fleet.sampling_params(seed=step)  # one seed per call: requests sharing params share a batch
-    requests = [
-        Request(id=f"s{step}.p{i}.k{k}", messages=[{"role": "user", "content": problem.prompt}], group=i, params=params)
-        for i, problem in enumerate(problems)
-        for k in range(group_size)
-    ]
-    rollouts = fleet.generate(requests)
-    owners = [problems[r.group] for r in rollouts]
-    return _score(owners, rollouts, [r.group for r in rollouts], [0] * len(rollouts), pool, canary, start)
-
-
-def collect_rsa(
-    problems: Sequence[Problem],
-    rsa: RSAConfig,
-    train_rounds: Sequence[int],
-    fleet: RolloutFleet,
-    step: int,
-    pool: EnvPool,
-    canary: RepetitionCanary,
-) -> tuple[list[Sample], dict[str, float]]:
-    """Markovian RSA trees; the candidates of each round in `train_rounds` form one group per problem."""
-    start = time.perf_counter()
-    trees = fleet.run_rsa([p.prompt for p in problems], rsa, seed=step)
-    owners, rollouts, groups, rounds = [], [], [], []
-    for i, (problem, tree) in enumerate(zip(problems, trees, strict=True)):
-        for t in train_rounds:
-            if t < len(tree.rounds):
-                for candidate in tree.rounds[t]:
-                    owners.append(problem)
+    @staticmethod
+    def _add_trees(
+        problems: Sequence[Problem],
+        indices: Sequence[int],
+        trees: Sequence[RSATree],
+        trained_rounds: set[int],
+        kind: str,
+        owners: list[Problem],
+        rollouts: list[Rollout],
+        tags: list[tuple[int, int, bool, str]],
+        majority: list[tuple[int, str] | None],
+    ) -> None:
+        """Every candidate of every round; round t of problem i is group |problems| + i·(T+1) + t, disjoint from
+        the plain groups."""
+        for i, tree in zip(indices, trees, strict=True):
+            first = len(problems) + i * len(tree.rounds)
+            for t, layer in enumerate(tree.rounds):
+                votes = Counter(c.answer for c in tree.rounds[t - 1] if c.answer is not None) if t else Counter()
+                top = (first + t - 1, votes.most_common(1)[0][0]) if votes else None
+                for candidate in layer:
+                    owners.append(problems[i])
                     rollouts.append(candidate.rollout)
-                    groups.append(i * len(tree.rounds) + t)
-                    rounds.append(t)
-    return _score(owners, rollouts, groups, rounds, pool, canary, start)
+                    tags.append((first + t, t, t in trained_rounds, kind))
+                    majority.append(top)
 
 
-def sample_metrics(samples: Sequence[Sample], curriculum: Curriculum) -> dict[str, Any]:
-    """Reward, accuracy and length overall; accuracy and difficulty per env."""
-    n = max(len(samples), 1)
-    rewards = [s.reward for s in samples]
+def _mark_majorities(samples: list[Sample], majority: list[tuple[int, str] | None]) -> None:
+    """For aggregation samples: whether the majority answer of the candidates they saw was right (a candidate
+    giving that answer scored correct)."""
+    right: dict[tuple[int, str], bool] = defaultdict(bool)
+    for sample in samples:
+        answer = extract_answer(sample.rollout.text)
+        if answer is not None:
+            right[sample.group, answer] |= sample.correct
+    for sample, top in zip(samples, majority, strict=True):
+        if top is not None:
+            sample.majority_correct = right[top]
+
+
+def sample_metrics(samples: Sequence[Sample], extra: Callable[[], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Reward, accuracy and length overall; accuracy and difficulty per env; aggregation against plain prompts."""
+    scored = [s for s in samples if s.error is None]
+    n = max(len(scored), 1)
+    rewards = [s.reward for s in scored]
     mean_reward = sum(rewards) / n
     metrics: dict[str, Any] = {
         "reward/mean": mean_reward,
         "reward/std": (sum((r - mean_reward) ** 2 for r in rewards) / n) ** 0.5,
-        "accuracy": sum(s.correct for s in samples) / n,
-        "format_ok": sum(s.format_ok for s in samples) / n,
-        "response_length": sum(len(s.rollout.completion_ids) for s in samples) / n,
-        "truncated": sum(s.truncated for s in samples) / n,
+        "accuracy": sum(s.correct for s in scored) / n,
+        "format_ok": sum(s.format_ok for s in scored) / n,
+        "response_length": sum(len(s.rollout.completion_ids) for s in scored) / n,
+        "truncated": sum(s.truncated for s in scored) / n,
+        "scorer_errors": float(len(samples) - len(scored)),
     }
     by_env: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
+    by_kind: dict[str, list[Sample]] = defaultdict(list)
+    for s in scored:
         by_env[s.problem.env].append(s)
+        by_kind["plain" if s.kind == "plain" else f"{s.kind}_round{s.round}"].append(s)
     for env, env_samples in by_env.items():
         metrics[f"pass_rate/{env}"] = sum(s.correct for s in env_samples) / len(env_samples)
         metrics[f"sampled_difficulty/{env}"] = sum(s.problem.difficulty for s in env_samples) / len(env_samples)
-    metrics.update({key.replace("curriculum/", "difficulty/"): v for key, v in curriculum.stats().items()})
+    for kind, kind_samples in by_kind.items():
+        metrics[f"accuracy/{kind}"] = sum(s.correct for s in kind_samples) / len(kind_samples)
+    aggregated = [s for s in scored if s.majority_correct is not None]
+    wrong = [s for s in aggregated if not s.majority_correct]
+    if wrong:  # how often aggregation gets right what the candidates' majority got wrong
+        metrics["aggregation/fixes_wrong_majority"] = sum(s.correct for s in wrong) / len(wrong)
+    if len(wrong) < len(aggregated):
+        right = [s for s in aggregated if s.majority_correct]
+        metrics["aggregation/keeps_right_majority"] = sum(s.correct for s in right) / len(right)
+    if extra is not None:
+        metrics.update(extra())
     return metrics

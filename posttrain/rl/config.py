@@ -1,19 +1,20 @@
 """The `rl` config section: advantage, loss, optimizer and learner settings, mounted in posttrain.config.schema.
 
-Defaults follow the ZAYA1 recipe where DESIGN.md gives one (MaxRL advantage, DPPO binary-TV mask with
-δ = 0.1, Dr.GRPO "sequence mean of token sums" aggregation, no KL, Muon with momentum 0 for matrices).
-Each field is documented in docs/rl.md. Range checks run in `__post_init__` and raise UserError.
+Defaults follow the ZAYA1 recipe (MaxRL advantage, DPPO binary-TV mask with δ = 0.1 anchored on the rollout
+policy, Dr.GRPO "sequence mean of token sums" aggregation, no KL, Muon with momentum 0 for matrices).
+Each field is documented in docs/rl.md. Range checks run in `__post_init__` and raise UserError; advantage
+and loss names are checked against their registries by `check_registered`, so a user's
+`@register_advantage` / `@register_policy_loss` is accepted like a builtin.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from posttrain.errors import UserError, require
 
-ADVANTAGES = ("grpo", "maxrl", "rloo")
-LOSSES = ("ppo_clip", "dppo", "gspo")
 AGGREGATIONS = ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 OPTIMIZERS = ("adamw", "muon")
@@ -50,12 +51,14 @@ class RLConfig:
     dppo_delta: float = 0.1  # dppo: binary total-variation trust region
     aggregation: str = "seq_mean_token_sum"
     loss_norm_length: int = 0  # seq_mean_token_sum_norm: fixed length L; 0 = the batch's padded completion width
-    old_logprobs: str = "recompute"  # anchor of the ratio: recompute with current weights, or the fleet's
-    tis_cap: float = 2.0  # truncated importance weight min(exp(old − behaviour), C); 0 turns it off
+    old_logprobs: str = "behaviour"  # anchor of the ratio and trust region: the fleet's log-probs μ, or recompute
+    tis_cap: float = 2.0  # recompute only: truncated importance weight min(exp(old − behaviour), C); 0 turns it off
+    cispo_cap: float = 5.0  # cispo: upper bound of the detached ratio weight (ScaleRL's ε_max; TRL's epsilon_high)
     # KL to a frozen reference
     kl_coef: float = 0.0
     kl_estimator: str = "k3"
-    kl_in_reward: bool = False  # True: the loop subtracts kl_coef·KL from the rewards instead of the loss
+    kl_in_reward: bool = False  # True: kl_coef·Σ_t KL_t is subtracted from each reward instead of added to the loss
+    kl_metric: bool = False  # report kl_start (KL of the sampling policy to the starting model) even with kl_coef 0
     # updates
     ppo_epochs: int = 1
     minibatches: int = 1  # optimizer steps per epoch over one rollout batch
@@ -76,8 +79,7 @@ class RLConfig:
     # per-parameter learning rates, first match wins; matched parameters are stepped by AdamW (never Muon)
     # and follow the schedule. Example: [{match: '^model\.norm\.weight$', lr: 5.0e-2}]
     param_groups: list[ParamGroup] = field(default_factory=list)
-    # model-side
-    temperature: float = 1.0  # log-probs use softmax(logits / T), as the fleet's behaviour log-probs do
+    # model-side (each sample is scored at the temperature it was drawn with)
     logprob_chunk_size: int = 256  # sequence positions per LM-head chunk
     router_balancing: bool = True  # ZAYA only: update the routers' balancing biases after each optimizer step
     router_balancing_lr: float = 1e-3
@@ -92,8 +94,6 @@ class RLConfig:
     max_staleness: int = 2  # rollouts older than this many policy versions are dropped (0 = on-policy)
 
     def __post_init__(self) -> None:
-        require(self.advantage in ADVANTAGES, f"rl.advantage must be one of {', '.join(ADVANTAGES)}")
-        require(self.loss in LOSSES, f"rl.loss must be one of {', '.join(LOSSES)}")
         require(self.aggregation in AGGREGATIONS, f"rl.aggregation must be one of {', '.join(AGGREGATIONS)}")
         require(self.kl_estimator in KL_ESTIMATORS, f"rl.kl_estimator must be one of {', '.join(KL_ESTIMATORS)}")
         require(self.optimizer in OPTIMIZERS, f"rl.optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -116,7 +116,11 @@ class RLConfig:
         require(self.weight_decay >= 0, "rl.weight_decay must be >= 0")
         require(self.warmup_steps >= 0, "rl.warmup_steps must be >= 0")
         require(0 <= self.min_lr_ratio <= 1, "rl.min_lr_ratio must be in [0, 1]")
-        require(self.temperature > 0, "rl.temperature must be > 0 (it follows rollout.temperature; RL needs sampling)")
+        require(self.cispo_cap > 0, "rl.cispo_cap must be > 0")
+        require(
+            not (self.loss == "dppo" and self.old_logprobs == "recompute"),
+            "rl.loss=dppo measures its trust region against the rollout policy; use rl.old_logprobs=behaviour",
+        )
         require(self.logprob_chunk_size >= 1, "rl.logprob_chunk_size must be >= 1")
         require(self.router_balancing_lr >= 0, "rl.router_balancing_lr must be >= 0")
         require(self.max_staleness >= 0, "rl.max_staleness must be >= 0")
@@ -128,3 +132,69 @@ class RLConfig:
             f"rl.sync_every={self.sync_every} makes rollouts up to {self.sync_every - 1} versions old; "
             f"raise rl.max_staleness to >= {self.sync_every - 1} or lower rl.sync_every",
         )
+
+
+def check_registered(cfg: RLConfig) -> None:
+    """`rl.advantage` and `rl.loss` must name registered functions (builtins, or a plugin's registrations)."""
+    from posttrain.rl.advantages import ADVANTAGE_REGISTRY
+    from posttrain.rl.losses import POLICY_LOSS_REGISTRY
+
+    names = (("advantage", cfg.advantage, ADVANTAGE_REGISTRY), ("loss", cfg.loss, POLICY_LOSS_REGISTRY))
+    for key, value, registry in names:
+        require(value in registry, f"rl.{key} must be one of {', '.join(sorted(registry))}, got {value!r}")
+
+
+@dataclass
+class DatasetSpec:
+    """A prompt dataset RL draws problems from; its rows' columns reach the scorer."""
+
+    path: str = ""  # JSONL / JSON / parquet file, a saved `datasets` directory, or a hub id when online
+    name: str = ""  # metric and route name (data:<name>); default: the file's stem
+    weight: float = 1.0  # share of the problem mixture, next to problems.env_weight
+    answer_column: str | None = "answer"  # becomes Problem.reference (graded by the reward); None: no reference
+    reward: dict[str, Any] | None = None  # {name, kwargs} of a registered reward or `file.py:fn`; None: rewards.*
+    max_rows: int = 0  # 0 = every row
+
+    def __post_init__(self) -> None:
+        require(bool(self.path), "problems.datasets: every dataset needs a path")
+        require(self.weight >= 0, f"problems.datasets: weight of {self.path!r} must be >= 0")
+        require(self.max_rows >= 0, f"problems.datasets: max_rows of {self.path!r} must be >= 0")
+
+
+@dataclass
+class ProblemsConfig:
+    """What an RL stage trains on: the env curriculum (envs.*, curriculum.*) and/or prompt datasets, mixed."""
+
+    env_weight: float = 1.0  # the env curriculum's share of the mixture; 0 = datasets only
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    pass_rate_filter: float = 0.0  # drop (and never redraw) problems whose group pass rate is above this; 0 = off
+
+    def __post_init__(self) -> None:
+        require(self.env_weight >= 0, "problems.env_weight must be >= 0")
+        require(0 <= self.pass_rate_filter < 1, "problems.pass_rate_filter must be in [0, 1) (0 turns it off)")
+        require(
+            self.env_weight > 0 or any(d.weight > 0 for d in self.datasets),
+            "problems: nothing to draw from (problems.env_weight is 0 and no dataset has a weight > 0)",
+        )
+
+
+@dataclass
+class TTCConfig:
+    """Test-time-compute (aggregation) prompts mixed into RL: the problem, C candidate tails, the instruction.
+
+    Each aggregation group is Markovian RSA with T = 1 whose round 1 is trained: the candidates (round 0) come
+    from the current policy (`self`) or from an earlier checkpoint (`checkpoint`)."""
+
+    fraction: float = 0.0  # share of each step's problems asked as aggregation prompts
+    source: str = "self"  # self | checkpoint
+    checkpoint: str | None = None  # source=checkpoint: an HF directory (e.g. a previous stage's final/)
+    candidates: int = 8  # round-0 samples per problem (RSA's N for round 0)
+    C: int = 4  # tails per aggregation prompt
+    tau: int = 64  # tokens per tail
+
+    def __post_init__(self) -> None:
+        require(0 <= self.fraction <= 1, "ttc.fraction must be in [0, 1]")
+        require(self.source in ("self", "checkpoint"), "ttc.source must be self or checkpoint")
+        require(self.source == "self" or bool(self.checkpoint), "ttc.source=checkpoint needs ttc.checkpoint=DIR")
+        require(1 <= self.C <= self.candidates, f"ttc.C must be in [1, ttc.candidates={self.candidates}]")
+        require(self.tau >= 1, "ttc.tau must be >= 1")

@@ -1,11 +1,13 @@
 """The learner: turns one rollout batch (a TrainBatch of plain tensors) into policy updates.
 
 `step(batch)`:
-  1. anchor log-probs: recomputed with the current weights before any update (so the first minibatch
-     is exactly on-policy, ratio 1), or taken from the fleet (`rl.old_logprobs=behaviour`). With one
-     optimizer step per batch (one epoch, one minibatch) nothing is recomputed: the training forward runs
-     on the pre-update weights, so its own detached log-probs are the anchors, as in TRL, one forward fewer;
-     reference log-probs from the frozen reference model when a KL term is on;
+  1. anchor log-probs: the fleet's behaviour log-probs μ (`rl.old_logprobs=behaviour`, the default: DPPO's
+     trust region is measured against the rollout policy), or recomputed with the current weights before any
+     update. With `recompute` and one optimizer step per batch nothing is recomputed: the training forward
+     runs on the pre-update weights, so its own detached log-probs are the anchors, as in TRL. Every sample
+     is scored at the temperature it was drawn with (`batch.temperatures`). When a KL term is on, reference
+     log-probs come from the frozen reference (with LoRA: the same model with its adapters disabled, no copy);
+     with `rl.kl_in_reward` the KL is subtracted from the rewards, then the advantages are computed;
   2. `rl.ppo_epochs` passes over the batch, each split into `rl.minibatches` optimizer steps, each
      minibatch into `rl.grad_accum` micro-batches whose losses use the minibatch's denominators, so
      accumulation does not change the gradient;
@@ -26,10 +28,11 @@ from transformers import PreTrainedModel
 
 from posttrain.devices import resolve_device
 from posttrain.models.router_balancing import RouterBalancer, find_routers
+from posttrain.rl.advantages import compute_advantages
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.config import RLConfig
 from posttrain.rl.logprobs import token_logprobs
-from posttrain.rl.losses import LossParams, compute_policy_loss
+from posttrain.rl.losses import LossParams, compute_policy_loss, kl_estimate, kl_penalized_rewards, masked_mean
 from posttrain.rl.optim import build_optimizers, build_schedulers, states_fit
 from posttrain.rl.router_replay import replay_routing
 
@@ -45,8 +48,9 @@ class Learner:
         device: str = "auto",
         seed: int = 0,
     ):
-        if cfg.kl_coef > 0 and not cfg.kl_in_reward and ref_model is None:
-            raise ValueError("rl.kl_coef > 0 with the KL in the loss needs a reference model")
+        self.uses_reference = cfg.kl_coef > 0 or cfg.kl_metric
+        if self.uses_reference and ref_model is None and not hasattr(model, "disable_adapter"):
+            raise ValueError("a KL term or metric needs a reference model (or a LoRA model, whose base is it)")
         self.cfg = cfg
         self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device)
@@ -55,7 +59,7 @@ class Learner:
         self.schedulers = build_schedulers(self.optimizers, cfg, total_steps)
         use_balancer = cfg.router_balancing and bool(find_routers(self.model))
         self.balancer = RouterBalancer(self.model, lr=cfg.router_balancing_lr) if use_balancer else None
-        self.params = LossParams(cfg.epsilon_low, cfg.epsilon_high, cfg.dppo_delta)
+        self.params = LossParams(cfg.epsilon_low, cfg.epsilon_high, cfg.dppo_delta, cispo_cap=cfg.cispo_cap)
         self.seed = seed
         self.step_count = 0
         self._single_update = cfg.ppo_epochs == 1 and cfg.minibatches == 1
@@ -67,22 +71,51 @@ class Learner:
                 model,
                 batch.input_ids,
                 batch.attention_mask,
-                temperature=self.cfg.temperature,
+                temperature=batch.scoring_temperatures(),
                 chunk_size=self.cfg.logprob_chunk_size,
                 score_mask=batch.completion_mask,
                 with_entropy=entropy,
             )
 
     @torch.no_grad()
-    def _fill_anchors(self, batch: TrainBatch) -> TrainBatch:
+    def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        if self.ref_model is not None:
+            return self._logprobs(self.ref_model, batch)[0]
+        self.model.eval()
+        with self.model.disable_adapter():  # LoRA: the base model is the reference
+            return self._logprobs(self.model, batch)[0]
+
+    @torch.no_grad()
+    def _prepare(self, batch: TrainBatch, metrics: dict[str, float]) -> TrainBatch:
+        """Anchors, reference log-probs, the KL reward penalty and the advantages, before any update."""
         if batch.old_logprobs is None:
             if self.cfg.old_logprobs == "behaviour":
                 batch.old_logprobs = batch.behaviour_logprobs
             elif not self._single_update:  # else _micro_loss anchors on its own forward
                 self.model.eval()
                 batch.old_logprobs = self._logprobs(self.model, batch)[0]
-        if self.cfg.kl_coef > 0 and not self.cfg.kl_in_reward and batch.ref_logprobs is None:
-            batch.ref_logprobs = self._logprobs(self.ref_model, batch)[0]
+        if self.uses_reference and batch.ref_logprobs is None:
+            batch.ref_logprobs = self._reference_logprobs(batch)
+        if batch.advantages is None:
+            if batch.rewards is None:
+                raise ValueError("a batch without advantages needs rewards")
+            rewards = batch.rewards
+            if self.cfg.kl_in_reward:
+                rewards = kl_penalized_rewards(
+                    rewards.to(self.device),
+                    batch.behaviour_logprobs,  # the policy that drew the tokens
+                    batch.ref_logprobs,
+                    batch.completion_mask,
+                    self.cfg.kl_coef,
+                    self.cfg.kl_estimator,
+                )
+                metrics["reward_after_kl"] = float(rewards.mean())
+            kwargs = {"scale_std": self.cfg.grpo_scale_std} if self.cfg.advantage == "grpo" else {}
+            batch.advantages = compute_advantages(self.cfg.advantage, rewards.cpu(), batch.group_ids.cpu(), **kwargs)
+            batch.advantages = batch.advantages.to(self.device)
+        if batch.ref_logprobs is not None:  # KL(μ‖π_ref): how far the sampling policy moved from the start
+            kl = kl_estimate(batch.behaviour_logprobs, batch.ref_logprobs, "k3")
+            metrics["kl_start"] = masked_mean(kl, batch.completion_mask)
         return batch
 
     def _micro_loss(self, micro: TrainBatch, num_seqs: int, num_tokens: float, norm_length: int):
@@ -133,7 +166,8 @@ class Learner:
 
     def step(self, batch: TrainBatch) -> dict[str, float]:
         """Update the policy on one rollout batch; returns metrics averaged over its optimizer steps."""
-        batch = self._fill_anchors(batch.to(self.device))
+        prepared: dict[str, float] = {}
+        batch = self._prepare(batch.to(self.device), prepared)
         width = int(batch.completion_mask.sum(-1).max()) if batch.size else 0
         norm_length = self.cfg.loss_norm_length or width
         self.model.train()
@@ -164,6 +198,7 @@ class Learner:
             train_tokens_per_s=trained / max(seconds, 1e-9),
             advantage_mean=float(batch.advantages.float().mean()),
         )
+        metrics.update(prepared)
         return metrics
 
     def state_dict(self) -> dict:

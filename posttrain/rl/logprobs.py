@@ -23,7 +23,7 @@ def split_base_and_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
     return base, head
 
 
-def _chunk_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, entropy: bool):
+def _chunk_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature, entropy: bool):
     logits = head(hidden).float() / temperature
     log_norm = torch.logsumexp(logits, dim=-1)
     picked = logits.gather(-1, targets[..., None]).squeeze(-1) - log_norm
@@ -37,12 +37,14 @@ def token_logprobs(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     *,
-    temperature: float = 1.0,
+    temperature: float | torch.Tensor = 1.0,
     chunk_size: int = 256,
     score_mask: torch.Tensor | None = None,
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(input_ids[t] | input_ids[<t]) for every t, as [B, L] aligned with input_ids (0 at t = 0).
+
+    `temperature` is one value, or one per row ([B]: each sample scored at the temperature it was drawn with).
 
     `score_mask` [B, L] limits the work to chunks that contain at least one scored position; other
     positions come back as 0. The entropy (of softmax(logits / T) at the step that produced token t) is
@@ -51,6 +53,8 @@ def token_logprobs(
     base, head = split_base_and_head(model)
     hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     size, length = input_ids.shape
+    if isinstance(temperature, torch.Tensor):
+        temperature = temperature.to(hidden.device, torch.float32).reshape(size, 1, 1)
     logps = hidden.new_zeros(size, length, dtype=torch.float32)
     entropy = hidden.new_zeros(size, length, dtype=torch.float32) if with_entropy else None
     # hidden[:, t] predicts input_ids[:, t + 1]

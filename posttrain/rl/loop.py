@@ -1,8 +1,13 @@
-"""The RL loop: curriculum -> fleet -> envs -> learner -> weight sync, one step at a time.
+"""The RL loop: problem source -> fleet -> scorer -> learner -> weight sync, one step at a time.
+
+Every RL stage is this loop with different parts: where problems come from (`posttrain.rl.sources`), how
+completions are scored (`posttrain.rl.scoring`), how problems are asked (`posttrain.rl.collect`).
 
 With `rl.max_staleness = 0` every step generates with the newest weights (synchronous, on-policy).
 With k >= 1 the next step's rollouts are generated in a background thread while the learner trains on
-the current ones (PipelineRL-style); rollouts more than k policy versions old are dropped and counted.
+the current ones (PipelineRL-style); the config check makes sure no rollout can be older than k.
+Before learning, a step drops samples the scorer failed on (never the model's fault), too-stale rollouts,
+groups the pass-rate filter calls solved, and groups with no reward spread; it refills up to MAX_REFILLS times.
 """
 
 from __future__ import annotations
@@ -22,15 +27,15 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from posttrain.checkpoint import step_of
-from posttrain.envs import Curriculum, EnvPool
-from posttrain.rewards.shaping import RepetitionCanary
+from posttrain.checkpoint import jsonable, step_of, tupled
+from posttrain.models.lora import plain_state_dict
 from posttrain.rl.batch import TrainBatch
-from posttrain.rl.collect import ProblemSource, Sample, collect_rsa, collect_single, sample_metrics
+from posttrain.rl.collect import Collector, Sample, sample_metrics
 from posttrain.rl.filters import informative_groups, overlong_mask
 from posttrain.rl.learner import Learner
-from posttrain.rollout.fleet import RolloutFleet
-from posttrain.runner import RunContext
+from posttrain.rl.sources import ProblemSource
+from posttrain.rollout.backend import Fleet
+from posttrain.run_context import RunContext
 
 POLICY_DIR, LEARNER_FILE, LOOP_FILE = "policy", "learner.pt", "loop.json"
 MAX_REFILLS = 4
@@ -38,10 +43,10 @@ MAX_REFILLS = 4
 
 @dataclass
 class RLParts:
-    fleet: RolloutFleet
+    fleet: Fleet
     learner: Learner
-    pool: EnvPool
-    curriculum: Curriculum
+    source: ProblemSource
+    collector: Collector
     tokenizer: PreTrainedTokenizerBase
 
 
@@ -49,46 +54,62 @@ class RLLoop:
     def __init__(self, ctx: RunContext, parts: RLParts) -> None:
         self.ctx, self.parts = ctx, parts
         self.cfg = ctx.cfg
-        self.source = ProblemSource(parts.curriculum, parts.pool)
-        self.canary = RepetitionCanary(threshold=self.cfg.rewards.shaping.repetition_threshold)
-        self.curriculum_lock = threading.Lock()
+        self.source_lock = threading.Lock()  # the prefetch thread draws while the main thread gives feedback
         self.step = 0
 
     # --- one step's data -----------------------------------------------------------------------
-    def produce(self, key: int, prompts: int) -> tuple[list[Sample], dict[str, float]]:
-        """Scored samples for `prompts` fresh problems; `key` seeds the sampling (step * 100 + refill)."""
-        with self.curriculum_lock:
-            problems = self.source.draw(prompts)
-        fleet, pool = self.parts.fleet, self.parts.pool
-        if self.cfg.rollout.strategy == "markovian_rsa":
-            return collect_rsa(problems, self.cfg.rsa, self.cfg.rsa.train_rounds, fleet, key, pool, self.canary)
-        return collect_single(problems, self.cfg.rl.group_size, fleet, key, pool, self.canary)
+    def produce(self, step: int, attempt: int, prompts: int) -> tuple[list[Sample], dict[str, float]]:
+        """Scored samples for `prompts` fresh problems."""
+        with self.source_lock:
+            problems = self.parts.source.draw(prompts)
+        if not problems:
+            raise RuntimeError("the problem sources are exhausted (every row was filtered out)")
+        return self.parts.collector.collect(problems, step, attempt)
 
     def _usable(self, samples: list[Sample], metrics: dict[str, float]) -> list[Sample]:
-        """Drop rollouts that are too stale, then groups that carry no learning signal."""
+        """Drop what must not train: scorer failures, untrained rounds, stale rollouts, solved and flat groups."""
+        rl = self.cfg.rl
+        failed = [s for s in samples if s.error is not None]
+        metrics["scorer_errors_dropped"] = metrics.get("scorer_errors_dropped", 0) + len(failed)
         version = self.parts.learner.step_count
-        fresh = [s for s in samples if version - s.rollout.policy_version <= self.cfg.rl.max_staleness]
-        metrics["stale_dropped"] = metrics.get("stale_dropped", 0) + len(samples) - len(fresh)
+        candidates = [s for s in samples if s.error is None and s.trained]
+        fresh = [s for s in candidates if version - s.rollout.policy_version <= rl.max_staleness]
+        metrics["stale_dropped"] = metrics.get("stale_dropped", 0) + len(candidates) - len(fresh)
         if fresh:
             ages = [version - s.rollout.policy_version for s in fresh]
             metrics["staleness"] = sum(ages) / len(ages)
-        if not self.cfg.rl.dynamic_sampling:
+        threshold = self.cfg.problems.pass_rate_filter
+        if threshold > 0:
+            fresh = self._filter_solved(fresh, threshold, metrics)
+        if not rl.dynamic_sampling:
             return fresh
         kept = [fresh[i] for i in informative_groups([s.reward for s in fresh], [s.group for s in fresh])]
         dropped = len({s.group for s in fresh}) - len({s.group for s in kept})
         metrics["groups_dropped"] = metrics.get("groups_dropped", 0) + dropped
         return kept
 
+    def _filter_solved(self, samples: list[Sample], threshold: float, metrics: dict[str, float]) -> list[Sample]:
+        """Groups whose pass rate (their own samples: a k = group-size estimate) is above `threshold` are dropped,
+        and their problem is never drawn again (ZAYA1's warmup filter at 0.75)."""
+        by_group: dict[int, list[Sample]] = {}
+        for s in samples:
+            by_group.setdefault(s.group, []).append(s)
+        solved = {g for g, group in by_group.items() if sum(s.correct for s in group) / len(group) > threshold}
+        with self.source_lock:
+            for group in solved:
+                self.parts.source.exclude(by_group[group][0].problem)
+        metrics["pass_rate_filtered"] = metrics.get("pass_rate_filtered", 0) + len(solved)
+        return [s for s in samples if s.group not in solved]
+
     def gather(self, step: int, first: Future | None) -> tuple[list[Sample], list[Sample], dict[str, float]]:
-        """(all scored samples, the trainable ones, timings), refilling dropped groups up to MAX_REFILLS times."""
+        """(all scored samples, the trainable ones, metrics), refilling dropped groups up to MAX_REFILLS times."""
         wanted = self.cfg.rl.prompts_per_step
         scored, usable, metrics = [], [], {}
         for attempt in range(MAX_REFILLS + 1):
             if attempt == 0 and first is not None:
                 samples, timings = first.result()
             else:
-                missing = wanted - _problems(usable)
-                samples, timings = self.produce(step * 100 + attempt, missing)
+                samples, timings = self.produce(step, attempt, wanted - _problems(usable))
             offset = attempt * 1_000_000  # group ids of refills never collide with earlier ones
             for s in samples:
                 s.group += offset
@@ -98,13 +119,13 @@ class RLLoop:
             usable += self._usable(samples, metrics)
             if _problems(usable) >= wanted:
                 break
-        with self.curriculum_lock:
+        with self.source_lock:
             for s in scored:
-                self.parts.curriculum.update(s.problem.env, s.problem.difficulty, s.correct)
+                if s.error is None and s.round == 0:
+                    self.parts.source.feedback(s.problem, s.correct)
         return scored, usable, metrics
 
     def batch(self, samples: list[Sample]) -> TrainBatch:
-        rl = self.cfg.rl
         batch = TrainBatch.from_lists(
             [s.rollout.prompt_ids for s in samples],
             [s.rollout.completion_ids for s in samples],
@@ -112,10 +133,10 @@ class RLLoop:
             [s.reward for s in samples],
             [s.group for s in samples],
             pad_token_id=self.parts.tokenizer.pad_token_id,
-            advantage=rl.advantage,
-            advantage_kwargs={"scale_std": rl.grpo_scale_std} if rl.advantage == "grpo" else None,
+            advantage=None,  # the learner computes them (after a KL reward penalty, when one is on)
+            temperatures=[s.rollout.params.scoring_temperature for s in samples],
         )
-        if rl.overlong_filter:
+        if self.cfg.rl.overlong_filter:
             batch.completion_mask = overlong_mask(batch.completion_mask, [s.truncated for s in samples])
         return batch
 
@@ -124,7 +145,7 @@ class RLLoop:
         start = self.restore() if self.ctx.resume_from else 0
         rl, max_steps = self.cfg.rl, self.cfg.trainer.max_steps
         if start:  # the fleet loaded the checkpoint's weights as version 0: stamp them with their real version
-            self.parts.fleet.sync_weights(self.parts.learner.model.state_dict(), self.parts.learner.step_count)
+            self.sync()
         prefetch = ThreadPoolExecutor(1) if rl.max_staleness > 0 else None
         pending: Future | None = None
         try:
@@ -133,11 +154,12 @@ class RLLoop:
                 scored, usable, metrics = self.gather(step, pending)
                 pending = None
                 if prefetch is not None and step < max_steps:  # generation of step+1 overlaps learning
-                    pending = prefetch.submit(self.produce, (step + 1) * 100, rl.prompts_per_step)
-                metrics.update(sample_metrics(scored, self.parts.curriculum))
+                    pending = prefetch.submit(self.produce, step + 1, 0, rl.prompts_per_step)
+                metrics.update(sample_metrics(scored, self.parts.source.stats))
                 metrics["samples_trained"] = len(usable)
-                for rsa_round, count in sorted(Counter(s.round for s in usable).items()):
-                    metrics[f"samples_trained/round{rsa_round}"] = count
+                trained_rounds = Counter(s.round for s in usable)
+                for rsa_round in sorted({s.round for s in scored if s.trained}):  # 0 when every group was dropped
+                    metrics[f"samples_trained/round{rsa_round}"] = trained_rounds[rsa_round]
                 tokens = sum(len(s.rollout.completion_ids) for s in scored)
                 metrics["generate_tokens_per_s"] = tokens / max(metrics["time/generate"], 1e-9)
                 metrics["time/learn"] = 0.0  # a step whose every group was dropped does not learn
@@ -147,7 +169,7 @@ class RLLoop:
                     metrics["time/learn"] = learned.get("train_seconds", 0.0)
                 synced = time.perf_counter()
                 if step % rl.sync_every == 0 or step == max_steps:
-                    self.parts.fleet.sync_weights(self.parts.learner.model.state_dict(), self.parts.learner.step_count)
+                    self.sync()
                 metrics["time/sync"] = time.perf_counter() - synced
                 metrics["time/step"] = time.perf_counter() - began
                 self.step = step
@@ -155,12 +177,16 @@ class RLLoop:
                 if on_step is not None:
                     on_step(step, metrics)
                 if step % self.cfg.trainer.save_every == 0 or step == max_steps:
-                    if pending is not None:  # the checkpoint must not race the curriculum's sampler
+                    if pending is not None:  # the checkpoint must not race the prefetch thread's draw
                         pending.result()
                     self.save(step)
         finally:
             if prefetch is not None:
                 prefetch.shutdown(wait=True, cancel_futures=True)
+
+    def sync(self) -> None:
+        """Serve the learner's weights (LoRA deltas folded in) to the fleet, stamped with its step count."""
+        self.parts.fleet.sync_weights(plain_state_dict(self.parts.learner.model), self.parts.learner.step_count)
 
     # --- checkpoints ---------------------------------------------------------------------------
     def save(self, step: int) -> Path:
@@ -170,9 +196,9 @@ class RLLoop:
             torch.save(self.parts.learner.state_dict(), directory / LEARNER_FILE)
             state = {
                 "step": step,
-                "curriculum": self.parts.curriculum.state_dict(),
-                "python_rng": _jsonable_state(random.getstate()),
-                "numpy_rng": _jsonable_state(np.random.get_state()),
+                "source": self.parts.source.state_dict(),
+                "python_rng": jsonable(random.getstate()),
+                "numpy_rng": jsonable(np.random.get_state()),
             }
             (directory / LOOP_FILE).write_text(json.dumps(state))
             torch.save(torch.get_rng_state(), directory / "torch_rng.pt")
@@ -180,13 +206,13 @@ class RLLoop:
         return self.ctx.checkpoints.save(step, write)
 
     def restore(self) -> int:
-        """Learner, curriculum and RNG state from `ctx.resume_from`; the weights were loaded by the stage."""
+        """Learner, source and RNG state from `ctx.resume_from`; the weights were loaded by the stage."""
         directory = self.ctx.resume_from
         self.parts.learner.load_state_dict(torch.load(directory / LEARNER_FILE, weights_only=False))
         state = json.loads((directory / LOOP_FILE).read_text())
-        self.parts.curriculum.load_state_dict(state["curriculum"])
-        random.setstate(_tupled(state["python_rng"]))
-        np.random.set_state(_tupled(state["numpy_rng"]))
+        self.parts.source.load_state_dict(state["source"])
+        random.setstate(tupled(state["python_rng"]))
+        np.random.set_state(tupled(state["numpy_rng"]))
         torch.set_rng_state(torch.load(directory / "torch_rng.pt"))
         return step_of(directory)
 
@@ -199,17 +225,3 @@ def _problems(samples: list[Sample]) -> int:
 def resume_weights(resume_from: Path | None) -> Path | None:
     """The policy directory a resumed run must load instead of `model.path`."""
     return resume_from / POLICY_DIR if resume_from is not None else None
-
-
-def _jsonable_state(state: Any) -> Any:
-    if isinstance(state, tuple | list):
-        return [_jsonable_state(x) for x in state]
-    if isinstance(state, np.ndarray):
-        return state.tolist()
-    return state
-
-
-def _tupled(state: Any) -> Any:
-    if isinstance(state, list):
-        return tuple(_tupled(x) for x in state)
-    return state

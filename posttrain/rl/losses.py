@@ -24,6 +24,7 @@ class LossParams:
     epsilon_high: float = 0.28
     dppo_delta: float = 0.1
     dppo_ratio_cap: float = 20.0
+    cispo_cap: float = 5.0
 
 
 PolicyLossFn = Callable[[Tensor, Tensor, Tensor, Tensor, LossParams], tuple[Tensor, dict[str, Tensor]]]
@@ -67,6 +68,19 @@ def dppo(logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor, p: LossParams
     up = ~keep & (adv > 0)
     down = ~keep & (adv <= 0)
     return loss, {"clip_frac_high": up, "clip_frac_low": down, "clip_frac": ~keep}
+
+
+@register_policy_loss("cispo")
+def cispo(logprobs: Tensor, old: Tensor, adv: Tensor, mask: Tensor, p: LossParams):
+    """CISPO (MiniMax-M1; ScaleRL): −sg(min(r, ε_max)) · A · log π per token.
+
+    The ratio only weights the REINFORCE term and is never clipped to zero, so every token keeps a gradient;
+    capping the (detached) weight at ε_max = `cispo_cap` bounds the variance. TRL's `loss_type="cispo"`."""
+    ratio = torch.exp(logprobs - old)
+    weight = ratio.clamp(max=p.cispo_cap).detach()
+    capped = (ratio > p.cispo_cap) & (adv > 0)
+    flags = {"clip_frac_high": capped, "clip_frac_low": torch.zeros_like(capped), "clip_frac": capped}
+    return -weight * adv * logprobs, flags
 
 
 @register_policy_loss("gspo")
@@ -171,7 +185,8 @@ def compute_policy_loss(
     per_token, flags = POLICY_LOSS_REGISTRY[name](logprobs, old_logprobs.detach(), advantages, mask, params)
     metrics = {key: masked_mean(flag, mask) for key, flag in flags.items()}
     if behaviour_logprobs is not None:
-        metrics["kl_behaviour"] = masked_mean(kl_estimate(logprobs.detach(), behaviour_logprobs, "k3"), mask)
+        # KL(μ‖π) from tokens drawn from μ: k3 with log-ratio log π − log μ
+        metrics["kl_behaviour"] = masked_mean(kl_estimate(behaviour_logprobs, logprobs.detach(), "k3"), mask)
         if tis_cap > 0:
             weights = tis_weights(old_logprobs, behaviour_logprobs, tis_cap)
             per_token = per_token * weights

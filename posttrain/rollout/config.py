@@ -20,6 +20,7 @@ DEFAULT_AGGREGATION_TEMPLATE = (
 )
 DEFAULT_CANDIDATE_TEMPLATE = "Attempt {index}:\n{tail}\n\n"
 STRATEGIES = ("single", "markovian_rsa")
+BACKENDS = ("ray", "local")
 WEIGHT_SYNC_BACKENDS = ("object_store",)
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -43,6 +44,7 @@ class RayConfig:
 
 @dataclass
 class RolloutConfig:
+    backend: str = "ray"  # ray: worker actors on a Ray cluster; local: one engine in the driver process
     num_workers: int = 1
     engine: str = "hf"
     strategy: str = "single"
@@ -61,7 +63,9 @@ class RolloutConfig:
     def __post_init__(self) -> None:
         from posttrain.rollout.engine import ENGINES
 
+        require(self.backend in BACKENDS, f"rollout.backend must be one of {', '.join(BACKENDS)}")
         require(self.num_workers >= 1, "rollout.num_workers must be >= 1")
+        require(self.backend == "ray" or self.num_workers == 1, "rollout.backend=local runs one engine: num_workers=1")
         require(self.engine in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}")
         require(self.strategy in STRATEGIES, f"rollout.strategy must be one of {', '.join(STRATEGIES)}")
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens must be >= 1")

@@ -1,24 +1,25 @@
 """Generation engines behind one small interface, and `hf`, the transformers implementation.
 
-The fleet and Markovian RSA only see `Engine.generate(prompts, params) -> list[Completion]`, so a `vllm`
-engine can be registered on GPUs later without touching them. Every engine returns the behaviour
-log-prob of each sampled token under softmax(logits / temperature), with no top-k/top-p truncation:
-exactly what the learner recomputes, so the importance ratio starts at 1. Engines also account for the
+The fleet and Markovian RSA only see `Engine.generate(prompts, params, seeds) -> list[Completion]`, so a
+`vllm` engine can be registered on GPUs later without touching them. Row i samples from its own stream,
+seeded by `seeds[i]`, so a sample never depends on its batch. Every engine returns the behaviour log-prob of
+each sampled token under softmax(logits / temperature), with no top-k/top-p truncation: exactly what the
+learner recomputes, so the importance ratio starts at 1. Engines also account for the
 longest sequence any of their forward passes held, which is how the bounded context of Markovian RSA is
 checked rather than assumed.
 """
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedTokenizerBase
 
 from posttrain.devices import resolve_device
+from posttrain.rollout.sampling import SeededSampler, fill_seeds
 from posttrain.rollout.types import Completion, SamplingParams
 
 ENGINES: dict[str, type[Engine]] = {}
@@ -52,8 +53,11 @@ class Engine(ABC):
         """Build the engine from `model.path` (a preset or an HF directory)."""
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
-        """One completion per prompt, in order."""
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Completion]:
+        """One completion per prompt, in order; prompt i samples from the stream seeded by `seeds[i]`
+        (a missing seed is drawn from torch's global RNG)."""
 
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -77,34 +81,6 @@ class Engine(ABC):
 
 def build_engine(name: str, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto") -> Engine:
     return ENGINES[name].load(model_path, seed=seed, dtype=dtype, device=device)
-
-
-class _LogprobRecorder(LogitsProcessor):
-    """Records log softmax(logits / T) of each sampled token while `generate` runs.
-
-    Placed before the sampling warpers, it sees the untruncated logits. The token sampled at step t is
-    only known at step t + 1 (as the last input id), so one step's log-probs are kept until then: memory
-    is one (batch, vocab) tensor, not one per step.
-    """
-
-    def __init__(self, temperature: float) -> None:
-        self.temperature = temperature if temperature > 0 else 1.0
-        self.pending: torch.Tensor | None = None
-        self.columns: list[torch.Tensor] = []
-
-    def _take(self, tokens: torch.Tensor) -> None:
-        if self.pending is not None:
-            self.columns.append(self.pending.gather(1, tokens[:, None].to(self.pending.device))[:, 0].cpu())
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        self._take(input_ids[:, -1])
-        self.pending = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        return scores
-
-    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
-        self._take(last_tokens)
-        self.pending = None
-        return torch.stack(self.columns, dim=1) if self.columns else torch.zeros(len(last_tokens), 0)
 
 
 def _stop_index(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Sequence[str]) -> int | None:
@@ -155,33 +131,22 @@ class HFEngine(Engine):
         self.model.load_state_dict(state, strict=True)
 
     def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
-        sampling: dict[str, Any] = {"do_sample": False}
-        if params.temperature > 0:
-            sampling = {"do_sample": True, "temperature": params.temperature, "top_p": params.top_p}
-            sampling["top_k"] = params.top_k  # must be explicit: transformers defaults to 50
+        # Greedy search over the SeededSampler's output: the sampler has already made the draw.
         return GenerationConfig(
             max_new_tokens=max_new_tokens,
+            do_sample=False,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids,
             stop_strings=list(params.stop) or None,
-            **sampling,
         )
 
-    @contextlib.contextmanager
-    def _seeded(self, seed: int | None) -> Iterator[None]:
-        """Seed this call only; the caller's RNG stream is left as it was."""
-        if seed is None:
-            yield
-            return
-        devices = [torch.device(self.device)] if self.device.startswith("cuda") else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int | None] | None = None
+    ) -> list[Completion]:
         if not prompts:
             return []
+        seeds = fill_seeds(seeds, len(prompts))
         lengths = [len(p) for p in prompts]
         if min(lengths) == 0:
             raise ValueError("empty prompt: a prompt needs at least one token")
@@ -194,17 +159,16 @@ class HFEngine(Engine):
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
             attention[row, width - len(prompt) :] = 1
-        recorder = _LogprobRecorder(params.temperature)
-        with self._seeded(params.seed):
-            output = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention.to(self.device),
-                generation_config=self._generation_config(params, max_new),
-                logits_processor=LogitsProcessorList([recorder]),
-                tokenizer=self.tokenizer if params.stop else None,
-            )
+        sampler = SeededSampler(params, seeds, max_new, self.device)
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            generation_config=self._generation_config(params, max_new),
+            logits_processor=LogitsProcessorList([sampler]),
+            tokenizer=self.tokenizer if params.stop else None,
+        )
         new_tokens = output[:, width:].cpu()
-        logprobs = recorder.finish(new_tokens[:, -1]) if new_tokens.shape[1] else torch.zeros(len(prompts), 0)
+        logprobs = sampler.logprobs()
         self.max_context_seen = max(self.max_context_seen, width + new_tokens.shape[1])
         return [
             self._completion(row.tolist(), lp.tolist(), params) for row, lp in zip(new_tokens, logprobs, strict=True)

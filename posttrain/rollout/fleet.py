@@ -1,9 +1,9 @@
 """The rollout fleet: Ray actors that hold the policy, generate in batches, take new weights, survive failures.
 
-API for the learner (see docs/rollout.md):
+API for the learner (see docs/rollout.md), shared with the in-process `LocalFleet` through `Fleet`:
 
     fleet = RolloutFleet("zaya-tiny", rollout_cfg, ray_cfg)
-    rollouts = fleet.generate([Request(id="q0.s0", messages=[...], group=0, params=SamplingParams(...))])
+    rollouts = fleet.generate([Request(id="q0.s0", messages=[...], group=0, params=SamplingParams(...), seed=1)])
     fleet.sync_weights(model.state_dict(), version=step)
     trees = fleet.run_rsa(["What is 2+3?"], rsa_cfg)
     fleet.shutdown()
@@ -23,10 +23,10 @@ import torch
 
 from posttrain.errors import UserError
 from posttrain.models import check_model_path, load_tokenizer
-from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
-from posttrain.rollout.markovian_rsa import RSATree, run_markovian_rsa
+from posttrain.rollout.backend import Fleet
+from posttrain.rollout.config import RayConfig, RolloutConfig
 from posttrain.rollout.session import init_ray, shutdown_ray
-from posttrain.rollout.types import Request, Rollout, SamplingParams
+from posttrain.rollout.types import Request, Rollout
 from posttrain.rollout.weight_sync import WEIGHT_SYNC
 from posttrain.rollout.worker import RolloutWorker
 
@@ -34,7 +34,9 @@ PLACEMENT_TIMEOUT_S = 120
 DispatchHook = Callable[[int, Sequence[Request]], None]
 
 
-class RolloutFleet:
+class RolloutFleet(Fleet):
+    """`rollout.num_workers` Ray actors, each holding one engine."""
+
     def __init__(
         self,
         model_path: str,
@@ -71,6 +73,7 @@ class RolloutFleet:
                 )
             self._actor = ray.remote(RolloutWorker)
             self._incarnation = Counter()
+            self._loading: dict[int, Any] = {}  # slot -> a replacement's pending weight load
             self.workers = [self._spawn(slot) for slot in range(rollout.num_workers)]
             ray.get([w.info.remote() for w in self.workers])  # surface load errors here, not mid-generate
         except BaseException:
@@ -108,8 +111,8 @@ class RolloutFleet:
             device=self.device,
             num_threads=max(1, int(self.cfg.cpus_per_worker)),
         )
-        if self._weights is not None:
-            worker.load_weights.remote(self._weights, self.version)  # actor tasks run in submission order
+        if self._weights is not None:  # actor tasks run in submission order: the load comes before any work
+            self._loading[slot] = worker.load_weights.remote(self._weights, self.version)
         return worker
 
     def _replace(self, slot: int) -> None:
@@ -118,12 +121,6 @@ class RolloutFleet:
         ray.kill(self.workers[slot], no_restart=True)
         self.workers[slot] = self._spawn(slot)
         self.restarts += 1
-
-    def sampling_params(self, **changes: Any) -> SamplingParams:
-        """The config's sampling settings, with `changes` applied."""
-        cfg = self.cfg
-        params = SamplingParams(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k, tuple(cfg.stop))
-        return SamplingParams(**{**params.__dict__, **changes})
 
     def generate(self, requests: Sequence[Request], on_dispatch: DispatchHook | None = None) -> list[Rollout]:
         """One rollout per request, in request order. `on_dispatch(slot, chunk)` runs after each submission."""
@@ -173,34 +170,27 @@ class RolloutFleet:
         return [results[i] for i in ids]
 
     def sync_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
-        """Publish new weights once and wait until every worker serves `version`."""
+        """Publish new weights once and wait until every worker, replacements included, serves `version`.
+
+        A worker that dies while loading is replaced and the replacement's load is awaited too; a slot that dies
+        more than `rollout.max_worker_restarts` times in one sync fails it."""
         import ray
 
         self._weights, self.version = self._sync.publish(state_dict), version
-        for slot, worker in enumerate(list(self.workers)):
+        deaths: Counter[int] = Counter()
+        for slot, worker in enumerate(self.workers):
+            self._loading[slot] = worker.load_weights.remote(self._weights, version)
+        while self._loading:
+            slot, ref = self._loading.popitem()
             try:
-                ray.get(worker.load_weights.remote(self._weights, version))
+                ray.get(ref)
             except ray.exceptions.RayActorError:
-                self._replace(slot)  # the replacement loads the new weights before any work
-
-    def run_rsa(
-        self,
-        problems: Sequence[str],
-        rsa: RSAConfig,
-        *,
-        seed: int | None = None,
-        on_round: Callable[[int], None] | None = None,
-    ) -> list[RSATree]:
-        """Markovian RSA over `problems`; each round is one `generate` call over all problems' chains."""
-        return run_markovian_rsa(
-            problems,
-            self.generate,
-            self.tokenizer,
-            rsa,
-            self.sampling_params(),
-            seed=self.seed if seed is None else seed,
-            on_round=on_round,
-        )
+                deaths[slot] += 1
+                if deaths[slot] > self.cfg.max_worker_restarts:
+                    raise RuntimeError(
+                        f"rollout worker slot {slot} died {deaths[slot]} times loading weights"
+                    ) from None
+                self._replace(slot)  # queues the replacement's load in self._loading
 
     def max_context_seen(self, reset: bool = False) -> int:
         """Longest sequence any live worker's engine held since the last reset (a new worker starts at 0)."""

@@ -2,29 +2,33 @@
 
 Round 0 draws N chains per problem under a budget of β new tokens. Each round t = 1..T builds N prompts:
 the problem, C tails (the last τ tokens of earlier reasoning) drawn uniformly without replacement, and an
-aggregation instruction. The last round's candidates are the answers. A prompt therefore never holds
-more than |q| + C·τ tokens plus the template, so the context stays bounded however large T is.
+aggregation instruction. The last round's candidates are the answers. Tails travel as the token ids the
+model produced and are spliced into the next prompt unchanged, so a prompt never holds more than the
+template plus |q| + C·τ tokens, whatever the tokenizer, and the context stays bounded however large T is.
 
 Special cases: T = 0 is plain parallel sampling; C = 1 chains each trace to its own tail (Delethink);
 τ = β carries whole traces (RSA without truncation). `full_chain` carries each chain's entire history
 instead, which grows with T (the unbounded baseline of bench/rollout.py).
 
 The algorithm only needs a `generate(requests) -> rollouts` callable: the fleet, or a worker in-process.
-The whole tree is kept, so the learner can train on round-0 samples and round-1 aggregation samples.
+Round 0 may come from another generator (`candidates=`): an earlier checkpoint's samples, aggregated by
+the current policy. The whole tree is kept, so the learner can train on any round's samples.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from posttrain.answers import extract_answer
+from posttrain.rollout.chat import Segment, encode_messages, encode_user_segments
 from posttrain.rollout.config import RSAConfig
+from posttrain.rollout.sampling import sample_seed
 from posttrain.rollout.types import Request, Rollout, SamplingParams
-from posttrain.rollout.worker import encode_messages
 
 GenerateFn = Callable[[Sequence[Request]], list[Rollout]]
 
@@ -36,7 +40,8 @@ class Candidate:
     chain: int
     parents: list[int]  # chains of the previous round whose tails are in this prompt
     rollout: Rollout
-    carried: str  # tail (or, with full_chain, whole history) handed to the next round
+    carried_ids: list[int]  # tail (or, with full_chain, whole history) handed to the next round, as token ids
+    carried: str  # the same, decoded (for people and logs)
     answer: str | None
 
 
@@ -81,36 +86,63 @@ class RSATree:
         }
 
 
-def strip_special(text: str, tokenizer: Any) -> str:
-    """Model text must not smuggle chat markup (e.g. an end-of-turn token) into the next prompt."""
-    for token in tokenizer.all_special_tokens:
-        text = text.replace(token, "")
-    return text
+def _prefix_reaching(ids: Sequence[int], tokenizer: Any, pattern: str) -> int | None:
+    """Fewest leading tokens whose text contains `pattern` (binary search: containment grows with the prefix)."""
+
+    def contains(count: int) -> bool:
+        return pattern in tokenizer.decode(ids[:count], skip_special_tokens=True)
+
+    if not ids or not contains(len(ids)):
+        return None
+    low, high = 1, len(ids)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if contains(middle) else (middle + 1, high)
+    return low
 
 
-def reasoning(text: str) -> str:
-    """The trace: text before the first `</think>` (all of it when there is none), after any `<think>`."""
-    end = text.find("</think>")
-    trace = text if end < 0 else text[:end]
-    start = trace.find("<think>")
-    return trace if start < 0 else trace[start + len("<think>") :]
+def _prefix_within(ids: Sequence[int], tokenizer: Any, chars: int) -> int:
+    """Most leading tokens whose text is at most `chars` characters long."""
+    low, high = 0, len(ids)
+    while low < high:
+        middle = (low + high + 1) // 2
+        fits = len(tokenizer.decode(ids[:middle], skip_special_tokens=True)) <= chars
+        low, high = (middle, high) if fits else (low, middle - 1)
+    return low
 
 
-def last_tokens(text: str, count: int, tokenizer: Any) -> str:
-    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    return tokenizer.decode(ids[-count:], skip_special_tokens=True) if ids else ""
+def trace_ids(ids: Sequence[int], tokenizer: Any) -> list[int]:
+    """The reasoning tokens of a completion: those before `</think>` (all when there is none), after any
+    `<think>`, without special tokens, so model output can never smuggle chat markup into the next prompt."""
+    special = set(tokenizer.all_special_ids)
+    ids = [i for i in ids if i not in special]
+    closing = _prefix_reaching(ids, tokenizer, "</think>")
+    if closing is not None:
+        text = tokenizer.decode(ids[:closing], skip_special_tokens=True)
+        ids = ids[: _prefix_within(ids[:closing], tokenizer, text.find("</think>"))]
+    opening = _prefix_reaching(ids, tokenizer, "<think>")
+    return ids[opening:] if opening is not None else ids
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    """Substitute `{name}` fields in one pass, so braces inside the values (model text) stay literal."""
+    return re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], template)
+
+
+def aggregation_segments(problem: str, tails: Sequence[Segment], cfg: RSAConfig) -> list[Segment]:
+    """The round-t prompt's user content as text pieces around the tails (text or token ids)."""
+    head, _, rest = cfg.aggregation_template.partition("{candidates}")
+    before_tail, _, after_tail = cfg.candidate_template.partition("{tail}")
+    segments: list[Segment] = [_fill(head, {"problem": problem, "count": str(len(tails))})]
+    for index, tail in enumerate(tails, start=1):
+        segments += [_fill(before_tail, {"index": str(index)}), tail, _fill(after_tail, {"index": str(index)})]
+    segments.append(_fill(rest, {"problem": problem, "count": str(len(tails))}))
+    return [segment for segment in segments if len(segment)]
 
 
 def aggregation_prompt(problem: str, tails: Sequence[str], cfg: RSAConfig) -> str:
-    """The round-t prompt text; `str.replace`, not `format`, so braces in model text are harmless."""
-    candidates = "".join(
-        cfg.candidate_template.replace("{index}", str(i + 1)).replace("{tail}", tail) for i, tail in enumerate(tails)
-    )
-    return (
-        cfg.aggregation_template.replace("{count}", str(len(tails)))
-        .replace("{problem}", problem)
-        .replace("{candidates}", candidates)
-    )
+    """The aggregation prompt as text (SFT examples, display); RSA itself splices token ids."""
+    return "".join(aggregation_segments(problem, tails, cfg))
 
 
 def choose_parents(rng: random.Random, chain: int, cfg: RSAConfig) -> list[int]:
@@ -127,7 +159,6 @@ def round_params(t: int, cfg: RSAConfig, sampling: SamplingParams) -> SamplingPa
         top_p=cfg.final_top_p if final else sampling.top_p,
         top_k=sampling.top_k,
         stop=sampling.stop,
-        seed=sampling.seed,
     )
 
 
@@ -140,8 +171,12 @@ def run_markovian_rsa(
     *,
     seed: int = 0,
     on_round: Callable[[int], None] | None = None,
+    candidates: GenerateFn | None = None,
 ) -> list[RSATree]:
-    """Run T + 1 rounds for every problem; each round is a single `generate` call over all chains."""
+    """Run T + 1 rounds for every problem; each round is a single `generate` call over all chains.
+
+    Chain c of problem p in round t samples from the stream seeded by (seed, p, t, c). `candidates`, when
+    given, generates round 0 instead of `generate` (checkpoint aggregation)."""
     rngs = [random.Random(f"rsa:{seed}:{p}") for p in range(len(problems))]
     trees = [RSATree(problem) for problem in problems]
     for t in range(cfg.T + 1):
@@ -150,25 +185,36 @@ def run_markovian_rsa(
         for p, tree in enumerate(trees):
             for chain in range(cfg.N):
                 chosen = [] if t == 0 else choose_parents(rngs[p], chain, cfg)
-                text = tree.problem
                 if chosen:
-                    text = aggregation_prompt(tree.problem, [tree.rounds[-1][j].carried for j in chosen], cfg)
-                prompt = encode_messages(tokenizer, [{"role": "user", "content": text}])
-                requests.append(Request(id=f"p{p}.t{t}.c{chain}", params=params, prompt_ids=tuple(prompt), group=p))
+                    tails = [tree.rounds[-1][j].carried_ids for j in chosen]
+                    prompt = encode_user_segments(tokenizer, aggregation_segments(tree.problem, tails, cfg))
+                else:
+                    prompt = encode_messages(tokenizer, [{"role": "user", "content": tree.problem}])
+                requests.append(
+                    Request(
+                        id=f"p{p}.t{t}.c{chain}",
+                        params=params,
+                        prompt_ids=tuple(prompt),
+                        group=p,
+                        seed=sample_seed("rsa", seed, p, t, chain),
+                    )
+                )
                 parents.append(chosen)
-        rollouts = iter(generate(requests))
+        rollouts = iter((candidates or generate)(requests) if t == 0 else generate(requests))
         chosen_parents = iter(parents)
         for tree in trees:
             previous = tree.rounds[-1] if tree.rounds else None
             layer = []
             for chain in range(cfg.N):
                 rollout, chosen = next(rollouts), next(chosen_parents)
-                trace = strip_special(reasoning(rollout.text), tokenizer)
+                trace = trace_ids(rollout.completion_ids, tokenizer)
                 if cfg.full_chain:
-                    carried = (previous[chain].carried + "\n" if previous else "") + trace
+                    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+                    carried = [*previous[chain].carried_ids, *newline, *trace] if previous else trace
                 else:
-                    carried = last_tokens(trace, cfg.tau, tokenizer)
-                layer.append(Candidate(chain, chosen, rollout, carried, extract_answer(rollout.text)))
+                    carried = trace[-cfg.tau :]
+                text = tokenizer.decode(carried, skip_special_tokens=True)
+                layer.append(Candidate(chain, chosen, rollout, carried, text, extract_answer(rollout.text)))
             tree.rounds.append(layer)
         if on_round is not None:
             on_round(t)
@@ -176,15 +222,12 @@ def run_markovian_rsa(
 
 
 def max_prompt_tokens(problem: str, tokenizer: Any, cfg: RSAConfig) -> int:
-    """Longest prompt any round can build for `problem` (exact for one-token-per-character tokenizers).
-
-    Markovian: |q| + template + C·τ. With `full_chain` a carried history holds up to T traces of β tokens.
-    """
+    """Longest prompt any round can build for `problem`; exact for every tokenizer, since tails are spliced
+    in as at most τ token ids each. With `full_chain` a carried history holds up to T traces of β tokens."""
     plain = len(encode_messages(tokenizer, [{"role": "user", "content": problem}]))
     if cfg.T == 0:
         return plain
-    frame = len(
-        encode_messages(tokenizer, [{"role": "user", "content": aggregation_prompt(problem, [""] * cfg.C, cfg)}])
-    )
-    carried = cfg.T * cfg.beta + cfg.T - 1 if cfg.full_chain else cfg.tau
+    frame = len(encode_user_segments(tokenizer, aggregation_segments(problem, [[]] * cfg.C, cfg)))
+    newline = len(tokenizer("\n", add_special_tokens=False)["input_ids"])
+    carried = cfg.T * cfg.beta + (cfg.T - 1) * newline if cfg.full_chain else cfg.tau
     return max(plain, frame + cfg.C * carried)

@@ -10,14 +10,18 @@ FINISH_REASONS = ("eos", "stop", "length")
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling for one engine call. Behaviour log-probs are always under softmax(logits / temperature)."""
+    """How a sample is drawn. Behaviour log-probs are always under softmax(logits / temperature), untruncated."""
 
     max_new_tokens: int = 256
     temperature: float = 1.0  # 0 = greedy (log-probs then use temperature 1)
     top_p: float = 1.0
     top_k: int = 0  # 0 disables top-k
     stop: tuple[str, ...] = ()
-    seed: int | None = None  # seeds the engine's RNG for this call, so a batch is reproducible
+
+    @property
+    def scoring_temperature(self) -> float:
+        """The temperature the behaviour log-probs are taken at (greedy draws are scored at 1)."""
+        return self.temperature if self.temperature > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class Request:
     prompt_ids: tuple[int, ...] | None = None
     messages: Messages | None = None
     group: int = 0  # GRPO group (prompt index): rollouts of one group share their advantage baseline
+    seed: int | None = None  # this sample's random stream (None: drawn from torch's global RNG)
 
     def __post_init__(self) -> None:
         if (self.prompt_ids is None) == (self.messages is None):
@@ -47,7 +52,7 @@ class Completion:
 
 @dataclass
 class Rollout:
-    """A completed request, tagged with the policy version and the worker that produced it."""
+    """A completed request, tagged with the policy version, the worker and the sampling it was drawn with."""
 
     request_id: str
     group: int
@@ -58,3 +63,4 @@ class Rollout:
     finish_reason: str
     policy_version: int
     worker_id: str
+    params: SamplingParams = field(default_factory=SamplingParams)

@@ -14,17 +14,9 @@ import ray
 import torch
 import transformers
 
+from posttrain.rollout.chat import encode_messages
 from posttrain.rollout.engine import build_engine
 from posttrain.rollout.types import Request, Rollout, SamplingParams
-
-
-def encode_messages(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of a chat prompt, ending with the assistant turn's opening."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        text = "\n\n".join(m["content"] for m in messages)
-    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 class RolloutWorker:
@@ -63,7 +55,8 @@ class RolloutWorker:
         return seen
 
     def generate(self, requests: Sequence[Request]) -> list[Rollout]:
-        """Rollouts in request order; requests with equal sampling params share one engine call."""
+        """Rollouts in request order; requests with equal sampling params share one engine call, each drawing from
+        its own seeded stream."""
         prompts = [
             list(r.prompt_ids) if r.prompt_ids is not None else encode_messages(self.engine.tokenizer, r.messages)
             for r in requests
@@ -73,7 +66,8 @@ class RolloutWorker:
             by_params.setdefault(request.params, []).append(index)
         rollouts: list[Rollout | None] = [None] * len(requests)
         for params, indices in by_params.items():
-            completions = self.engine.generate([prompts[i] for i in indices], params)
+            seeds = [requests[i].seed for i in indices]
+            completions = self.engine.generate([prompts[i] for i in indices], params, seeds)
             for i, completion in zip(indices, completions, strict=True):
                 rollouts[i] = Rollout(
                     request_id=requests[i].id,
@@ -85,5 +79,6 @@ class RolloutWorker:
                     finish_reason=completion.finish_reason,
                     policy_version=self.version,
                     worker_id=self.worker_id,
+                    params=params,
                 )
         return rollouts

@@ -19,12 +19,14 @@ from posttrain.rl.losses import LossParams, compute_policy_loss
 BATCH, PROMPT, COMPLETION, MAX_COMPLETION = 6, 5, 7, 9
 EPS_LOW, EPS_HIGH, TEMPERATURE = 0.2, 0.28, 0.7
 
+CISPO_CAP = 1.2  # TRL passes epsilon_high to CISPO as the cap itself; 1.2 caps some of the noisy ratios
 # (TRL loss_type, TRL importance_sampling_level, our loss, our aggregation)
 VARIANTS = [
     ("grpo", "token", "ppo_clip", "seq_mean_token_mean"),
     ("dapo", "token", "ppo_clip", "token_mean"),
     ("dr_grpo", "token", "ppo_clip", "seq_mean_token_sum_norm"),
     ("grpo", "sequence", "gspo", "seq_mean_token_mean"),
+    ("cispo", "token", "cispo", "token_mean"),
 ]
 
 
@@ -68,7 +70,7 @@ def trl_trainer(model, tokenizer, out_dir, loss_type: str, level: str) -> GRPOTr
         loss_type=loss_type,
         importance_sampling_level=level,
         epsilon=EPS_LOW,
-        epsilon_high=EPS_HIGH,
+        epsilon_high=CISPO_CAP if loss_type == "cispo" else EPS_HIGH,
         temperature=TEMPERATURE,
     )
     dataset = Dataset.from_dict({"prompt": ["ab", "cd"]})
@@ -93,7 +95,7 @@ def ours(model, inputs, loss: str, aggregation: str) -> tuple[torch.Tensor, dict
         inputs["old_per_token_logps"],
         inputs["advantages"],
         inputs["completion_mask"],
-        params=LossParams(epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH),
+        params=LossParams(epsilon_low=EPS_LOW, epsilon_high=EPS_HIGH, cispo_cap=CISPO_CAP),
         aggregation=aggregation,
         norm_length=MAX_COMPLETION,
     )
@@ -123,3 +125,5 @@ def test_loss_and_gradient_match_trl(model_and_inputs, trl_loss, level, loss, ag
     torch.testing.assert_close(got_grad, expected_grad, rtol=1e-4, atol=1e-6)
     if loss == "ppo_clip":  # the noise in old_per_token_logps must actually exercise both clip branches
         assert metrics["clip_frac_low"] > 0 and metrics["clip_frac_high"] > 0
+    if loss == "cispo":  # ... and the cap
+        assert metrics["clip_frac_high"] > 0

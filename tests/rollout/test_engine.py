@@ -24,8 +24,8 @@ def test_behaviour_logprobs_match_a_teacher_forced_pass_in_a_padded_batch(engine
     model, tokenizer = tiny
     prompts = [encode(tokenizer, "What is 12+34?"), encode(tokenizer, "hi"), encode(tokenizer, "<think>7*8=")]
     # top-k/top-p shape the sampling only; the log-probs are of the full softmax(logits / T).
-    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_k=5, top_p=0.9, seed=1)
-    completions = engine.generate(prompts, params)
+    params = SamplingParams(max_new_tokens=12, temperature=0.7, top_k=5, top_p=0.9)
+    completions = engine.generate(prompts, params, seeds=[1, 2, 3])
     assert len(completions) == 3
     for prompt, completion in zip(prompts, completions, strict=True):
         assert len(completion.logprobs) == len(completion.token_ids) >= 1
@@ -51,9 +51,40 @@ def test_seeded_calls_repeat_and_leave_the_global_rng_alone(engine, tiny):
     prompt = encode(tiny[1], "x")
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    runs = [engine.generate([prompt, prompt], SamplingParams(max_new_tokens=5, seed=7)) for _ in range(2)]
+    runs = [engine.generate([prompt, prompt], SamplingParams(max_new_tokens=5), seeds=[7, 8]) for _ in range(2)]
     assert [c.token_ids for c in runs[0]] == [c.token_ids for c in runs[1]]
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_sample_depends_on_its_seed_not_on_its_batch_or_chunking(engine, tiny):
+    """A group of 8 drawn in one call, in chunks of 4 and one by one: the same 8 samples, and 8 distinct streams."""
+    prompt = encode(tiny[1], "What is 1+1?")
+    params = SamplingParams(max_new_tokens=10, temperature=1.0)
+    seeds = list(range(100, 108))
+    whole = [c.token_ids for c in engine.generate([prompt] * 8, params, seeds)]
+    chunks = [c.token_ids for k in (0, 4) for c in engine.generate([prompt] * 4, params, seeds[k : k + 4])]
+    single = [engine.generate([prompt], params, [s])[0].token_ids for s in seeds]
+    assert whole == chunks == single
+    assert len({tuple(ids) for ids in whole}) == 8
+
+
+def test_sampled_first_tokens_follow_the_truncated_tempered_softmax(engine, tiny):
+    """Frequencies of 3000 seeded first draws against the distribution computed here from the logits."""
+    model, tokenizer = tiny
+    prompt = encode(tokenizer, "<think>7*8=")
+    with torch.no_grad():
+        probs = torch.softmax(model(torch.tensor([prompt])).logits[0, -1].double() / 2.0, -1)
+    ordered, order = probs.sort(descending=True)
+    keep = order[:6]  # top_k=6 ...
+    mass = ordered[:6] / ordered[:6].sum()
+    nucleus = keep[: int((mass.cumsum(0) - mass < 0.8).sum())]  # ... then top_p=0.8 of what remains
+    expected = torch.zeros_like(probs)
+    expected[nucleus] = probs[nucleus] / probs[nucleus].sum()
+    params = SamplingParams(max_new_tokens=1, temperature=2.0, top_k=6, top_p=0.8)
+    draws = engine.generate([prompt] * 3000, params, seeds=list(range(3000)))
+    counts = torch.bincount(torch.tensor([c.token_ids[0] for c in draws]), minlength=len(probs)).double()
+    assert set(torch.nonzero(counts).flatten().tolist()) <= set(nucleus.tolist())
+    assert torch.allclose(counts / 3000, expected, atol=0.03)
 
 
 def test_cut_at_first_eos_or_stop_string_and_account_the_longest_sequence(engine, tiny):
@@ -90,7 +121,7 @@ def test_engines_are_a_registry_a_new_engine_plugs_in():
         def load(cls, model_path, *, seed, dtype, device):
             return cls()
 
-        def generate(self, prompts, params):
+        def generate(self, prompts, params, seeds=None):
             return []
 
         def load_state_dict(self, state):

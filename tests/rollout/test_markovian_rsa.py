@@ -7,10 +7,11 @@ from collections import Counter
 import pytest
 
 from posttrain.models import build_char_tokenizer
+from posttrain.rollout.chat import encode_messages
 from posttrain.rollout.config import RSAConfig
 from posttrain.rollout.markovian_rsa import aggregation_prompt, run_markovian_rsa
 from posttrain.rollout.types import Rollout, SamplingParams
-from posttrain.rollout.worker import RolloutWorker, encode_messages
+from posttrain.rollout.worker import RolloutWorker
 
 TOKENIZER = build_char_tokenizer()
 SHORT_TEMPLATE = "{problem}\n{candidates}Merge:"
@@ -135,7 +136,7 @@ def test_bounded_context_from_the_engines_own_accounting(worker):
     seen = {}
     for T, full in ((1, False), (3, False), (3, True)):
         worker.engine.reset_accounting()
-        sampling = SamplingParams(seed=11)
+        sampling = SamplingParams()
         config = cfg(T, full_chain=full)
         run_markovian_rsa([problem], worker.generate, worker.engine.tokenizer, config, sampling)
         seen[T, full] = worker.engine.max_context_seen
@@ -145,3 +146,60 @@ def test_bounded_context_from_the_engines_own_accounting(worker):
 
 def cfg(T, full_chain=False):
     return RSAConfig(N=2, C=2, T=T, beta=8, tau=3, full_chain=full_chain, aggregation_template=SHORT_TEMPLATE)
+
+
+def byte_bpe_tokenizer():
+    """A small byte-level BPE trained here: multi-byte characters split across tokens, and decoding then
+    re-encoding a tail can change its length, which is what broke the old text-carried bound."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    corpus = ["What is 12+34? Let me think. 12 plus 34 is 46.", "naïve café über straße", "aaaa bbbb abab"] * 50
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|im_end|>", "<pad>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<pad>")
+    tokenizer.chat_template = CHAT_TEMPLATE_BPE
+    return tokenizer
+
+
+CHAT_TEMPLATE_BPE = (
+    "{% for m in messages %}{{ 'USER: ' + m['content'] + '<|im_end|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+def test_prompts_never_exceed_the_fit_checks_bound_with_a_bpe_tokenizer():
+    """Traces whose last τ tokens start inside a multi-byte character: every built prompt <= max_prompt_tokens."""
+    from posttrain.rollout.markovian_rsa import max_prompt_tokens
+
+    tokenizer = byte_bpe_tokenizer()
+    texts = ["café über naïve é" * 3, "ü" * 9 + "12 plus 34", "straße" * 4 + "é"]
+    grew = []
+    for tau in (1, 2, 3, 5):
+        cfg = RSAConfig(N=3, C=2, T=2, beta=64, tau=tau)
+        problem = "What is 12+34?"
+        seen = []
+
+        def generate(requests, seen=seen):
+            rollouts = []
+            for request in requests:
+                seen.append(len(request.prompt_ids))
+                chain = int(request.id.rsplit("c", 1)[1])
+                text = texts[chain % 3] + "</think><answer>46</answer>"
+                ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+                prompt = list(request.prompt_ids)
+                rollouts.append(Rollout(request.id, 0, prompt, ids, [0.0] * len(ids), text, "eos", 0, "w"))
+            return rollouts
+
+        (tree,) = run_markovian_rsa([problem], generate, tokenizer, cfg, SamplingParams(), seed=0)
+        bound = max_prompt_tokens(problem, tokenizer, cfg)
+        assert max(seen) <= bound
+        assert all(len(c.carried_ids) <= tau for layer in tree.rounds for c in layer)
+        # the old way (decode the tail, re-encode it) gives longer tails: its bound did not hold
+        grew += [len(tokenizer(c.carried, add_special_tokens=False)["input_ids"]) > tau for c in tree.rounds[0]]
+    assert any(grew)

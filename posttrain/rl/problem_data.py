@@ -1,0 +1,59 @@
+"""Prompt datasets for RL: rows read from a file, a saved `datasets` directory or the Hub, checked up front.
+
+Each row keeps every column (answer, tests, constraints, ...) for the scorer. A row whose prompt cannot be
+read, or a dataset that lacks the column its scorer needs, is a one-line error before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from posttrain.errors import UserError
+from posttrain.rl.sources import prompt_text, row_problem
+
+
+def dataset_name(spec: Any) -> str:
+    """The name a dataset's problems, metrics and eval set go by: `name`, or the file's stem."""
+    from pathlib import Path
+
+    return spec.name or Path(spec.path).stem
+
+
+def load_problem_rows(spec: Any) -> list[dict[str, Any]]:
+    """Every row of `spec.path` (up to `spec.max_rows`), with a readable prompt and the answer column if named."""
+    from posttrain.data.sources import read_records
+
+    dataset = read_records(spec.path, key="problems.datasets.path")
+    rows = []
+    for index, record in enumerate(dataset):
+        if spec.max_rows and len(rows) >= spec.max_rows:
+            break
+        try:
+            prompt_text(record)
+        except ValueError as exc:
+            raise UserError(f"problems.datasets {spec.path!r}, row {index}: {exc}") from None
+        if spec.answer_column and spec.answer_column not in record:
+            raise UserError(
+                f"problems.datasets {spec.path!r} has no column {spec.answer_column!r} (its columns: "
+                f"{', '.join(sorted(record))}); set answer_column to the gold-answer column, or null"
+            )
+        rows.append(dict(record))
+    if not rows:
+        raise UserError(f"problems.datasets {spec.path!r} holds no rows")
+    return rows
+
+
+def dataset_eval_sets(datasets: dict[str, list[dict[str, Any]]], cfg: Any, scorers: dict[str, Any]) -> list:
+    """Each dataset's held-out rows (the tenth no stage trains on), up to eval.num_samples, as an eval set."""
+    from posttrain.data.from_envs import is_heldout
+    from posttrain.evaluation import EvalSet
+
+    sets = []
+    for spec in cfg.problems.datasets:
+        name = dataset_name(spec)
+        rows = datasets[name]
+        held = [i for i, row in enumerate(rows) if is_heldout(prompt_text(row))][: cfg.eval.num_samples]
+        problems = [row_problem(name, i, rows[i], spec.answer_column) for i in held]
+        if problems:
+            sets.append(EvalSet(f"data:{name}", problems, scorers[name], "held-out rows"))
+    return sets

@@ -1,0 +1,64 @@
+"""The range of rewards a rewards config can give, known before any model runs.
+
+`rl.advantage=maxrl` divides by the group's mean reward, so it needs rewards >= 0; a config that can go negative
+is refused up front instead of failing mid-run. Builtin rewards have known ranges; any other reward (a plugin's,
+or a `file.py:function`) may declare `score_range = (low, high)` on its class or function, and is otherwise
+taken to be unbounded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+UNBOUNDED = (-math.inf, math.inf)
+RANGES: dict[str, tuple[float, float]] = {
+    "math": (0.0, 1.0),
+    "code": (0.0, 1.0),
+    "format": (0.0, 1.0),
+    "ifeval": (0.0, 1.0),
+    "repetition": (0.0, 1.0),
+    "overlong": (-1.0, 0.0),
+    "judge": (0.0, 1.0),
+    "pairwise_judge": (0.0, 1.0),
+    "reward_model": UNBOUNDED,
+}
+
+
+def _field(spec: Any, name: str, default: Any = None) -> Any:
+    return spec.get(name, default) if isinstance(spec, Mapping) else getattr(spec, name, default)
+
+
+def spec_range(spec: Any) -> tuple[float, float]:
+    """(low, high) of one `{name, weight, kwargs}` spec, weight applied."""
+    name = str(_field(spec, "name"))
+    low, high = RANGES.get(name) or _declared(name)
+    weight = float(_field(spec, "weight", 1.0))
+    return (weight * low, weight * high) if weight >= 0 else (weight * high, weight * low)
+
+
+def _declared(name: str) -> tuple[float, float]:
+    from posttrain.rewards.base import _REGISTRY, _load_builtins, load_reward_callable
+
+    if ":" in name:
+        try:
+            target = load_reward_callable(name)
+        except Exception:
+            return UNBOUNDED
+    else:
+        _load_builtins()
+        target = _REGISTRY.get(name)
+    return tuple(getattr(target, "score_range", UNBOUNDED))
+
+
+def reward_floor(config: Any) -> float:
+    """Lowest reward a `RewardsConfig` (as `build_reward` assembles it) or a single spec can give."""
+    if not hasattr(config, "components"):
+        return spec_range(config)[0]
+    floor = sum(spec_range(c)[0] for c in config.components)
+    if config.gate is not None:
+        floor = min(floor, 0.0)  # a closed gate gives 0
+    if config.shaping.overlong_max_length > 0:
+        floor += min(0.0, -config.shaping.overlong_weight)
+    return floor
