@@ -10,7 +10,7 @@ from posttrain.envs.api import Env, Malformed, Problem, Verdict, ask
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.envs.curricula import Curriculum, make_curriculum
 from posttrain.envs.isolation import EnvPool
-from posttrain.envs.registry import EnvSpec, expand_names, list_envs, make_env, register_env
+from posttrain.envs.registry import EnvSpec, env_label, expand_names, list_envs, make_env, register_env
 
 __all__ = [
     "Curriculum",
@@ -23,6 +23,7 @@ __all__ = [
     "Problem",
     "Verdict",
     "ask",
+    "env_label",
     "expand_names",
     "list_envs",
     "make_curriculum",

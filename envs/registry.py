@@ -12,6 +12,7 @@ Names resolve in this order:
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -143,6 +144,19 @@ def make_env(name: str) -> Env:
     if name not in registered:
         raise UserError(f"unknown env {name!r}{_suggest(name, sorted(registered))} (see `posttrain envs list`)")
     return registered[name][0]()
+
+
+@functools.cache
+def env_label(name: str) -> str:
+    """What metrics and tables call an env: a `path.py:Class` / `module:Class` reference shows as the class's
+    own `name` when it declares one (the reference still resolves it); every other name as itself."""
+    prefix, sep, _ = name.partition(":")
+    if not sep or prefix in ("rlve", "rg"):
+        return name
+    try:
+        return _load_class(name).name or name
+    except UserError:
+        return name
 
 
 def suggest_adapter_name(prefix: str, name: str, names: list[str]) -> UserError:

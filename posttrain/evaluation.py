@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from posttrain.envs import Problem
+from posttrain.envs import Problem, env_label
 from posttrain.rl.scoring import Scorer
 from posttrain.rl.sources import problem_messages
 from posttrain.rollout.chat import encode_messages
@@ -102,6 +102,8 @@ def evaluate_sets(
     """{set: {temperature label ("greedy" or "T=0.7"): score_set(...)}} for every temperature of the sweep."""
     report: dict[str, dict[str, dict[str, Any]]] = {}
     for eval_set in sets:
+        if not eval_set.problems:
+            continue  # nothing held out (eval.num_samples=0): no row rather than a row of n/a
         report[eval_set.name] = {}
         for temperature in temperatures:
             count = samples if temperature > 0 else 1
@@ -202,6 +204,6 @@ def env_eval_sets(names: Sequence[str], difficulty: int, count: int, seed: int, 
     scorer = EnvScorer(pool)
     sets = []
     for name in names:
-        problems = [p for p, _ in heldout_problems(name, difficulty, count, seed, pool)]
-        sets.append(EvalSet(name, problems, scorer, f"difficulty {difficulty}"))
+        problems = [p for p, _ in heldout_problems(name, difficulty, count, seed, pool)] if count else []
+        sets.append(EvalSet(env_label(name), problems, scorer, f"difficulty {difficulty}"))
     return sets

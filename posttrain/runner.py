@@ -81,7 +81,7 @@ def scoped_overrides(stage: str, overrides: Sequence[str]) -> list[str]:
     A prefix naming another stage (`sft.trainer.max_steps=30` while running rlve) is kept out of this stage's
     config; it reaches that stage when it runs (`stage=all`, or built on demand below).
     """
-    names = set(stage_names())
+    names = {*stage_names(), *ORDER}
     plain, mine = [], []
     for item in overrides:
         head, _, rest = item.partition(".")
@@ -107,7 +107,7 @@ def previous_stage_final(stage: str, kit: Stage, cfg: Config) -> tuple[str, str 
 
 def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
     """Run `previous` with the shared keys and every stage-scoped override (resuming a partial run)."""
-    names = set(stage_names())
+    names = {*stage_names(), *ORDER}
     print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
     forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in names]
     run_stage(previous, [*forwarded, "resume=auto"])
@@ -126,14 +126,27 @@ def check_common(cfg: Config) -> None:
         check_targets(cfg.model.path, cfg.model.lora)
 
 
-def run_stage(stage: str, overrides: Sequence[str]) -> dict:
-    """Run one stage (or `all`, in pipeline order) and return its summary."""
+def _check_pipeline_keys(overrides: Sequence[str]) -> None:
+    """Under stage=all an unscoped key reaches every stage: it must be read by at least one of them."""
+    stages = [get_stage(name) for name in pipeline()]
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if key.partition(".")[0] in {*stage_names(), *ORDER} or key == "stage":
+            continue
+        if all(stage.unread_keys(None, [key]) for stage in stages):
+            raise UserError(f"no stage of the pipeline ({', '.join(pipeline())}) reads '{key}'")
+
+
+def run_stage(stage: str, overrides: Sequence[str], *, strict: bool = True) -> dict:
+    """Run one stage (or `all`, in pipeline order) and return its summary. `strict`: a key the stage does not
+    read is an error (under stage=all a key only has to be read by some stage)."""
     if stage == "all":
+        _check_pipeline_keys(overrides)
         summaries = {}
         for i, name in enumerate(pipeline()):
             # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
             dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
-            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)])
+            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)], strict=False)
         return summaries
     from posttrain.plugins import load_plugins, plugins_in
 
@@ -145,7 +158,9 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
     mine = scoped_overrides(stage, overrides)
     raw: DictConfig = compose(stage, mine)
     kit = get_stage(stage)
-    error = unread_error(kit, raw, [item.split("=", 1)[0] for item in mine if not item.startswith("stage=")])
+    own = [item.partition(".")[2] for item in overrides if item.partition(".")[0] == stage]
+    checked = [item.split("=", 1)[0] for item in (mine if strict else own) if not item.startswith("stage=")]
+    error = unread_error(kit, raw, checked)
     if error is not None:
         raise error
     cfg = to_object(raw)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from posttrain.answers import extract_answer
-from posttrain.envs import Problem
+from posttrain.envs import Problem, env_label
 from posttrain.rewards.shaping import RepetitionCanary
 from posttrain.rl.config import TTCConfig
 from posttrain.rl.scoring import Scorer, score_with_canary
@@ -201,7 +201,7 @@ def sample_metrics(samples: Sequence[Sample], extra: Callable[[], dict[str, floa
     by_env: dict[str, list[Sample]] = defaultdict(list)
     by_kind: dict[str, list[Sample]] = defaultdict(list)
     for s in scored:
-        by_env[s.problem.env].append(s)
+        by_env[env_label(s.problem.env)].append(s)
         by_kind["plain" if s.kind == "plain" else f"{s.kind}_round{s.round}"].append(s)
     for env, env_samples in by_env.items():
         metrics[f"pass_rate/{env}"] = sum(s.correct for s in env_samples) / len(env_samples)

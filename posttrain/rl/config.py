@@ -127,12 +127,15 @@ class RLConfig:
         require(self.prompts_per_step >= 1, "rl.prompts_per_step must be >= 1")
         require(self.group_size >= 2, "rl.group_size must be >= 2 (advantages are relative to the group)")
         require(self.sync_every >= 1, "rl.sync_every must be >= 1")
+        # Weights reach the fleet every sync_every steps; an async loop also generates step s+1 during step s's
+        # update. So a rollout is up to sync_every - 1 versions old when synchronous, sync_every when async.
+        oldest = self.sync_every if self.max_staleness > 0 else self.sync_every - 1
         require(
-            self.sync_every - 1 <= self.max_staleness,
-            f"rl.sync_every={self.sync_every} makes rollouts up to {self.sync_every - 1} versions old; "
-            f"raise rl.max_staleness to >= {self.sync_every - 1} or lower rl.sync_every",
+            oldest <= self.max_staleness,
+            f"rl.sync_every={self.sync_every} makes rollouts up to {oldest} versions old, more than "
+            f"rl.max_staleness={self.max_staleness}: they would be generated and dropped; raise rl.max_staleness "
+            f"to {self.sync_every} or lower rl.sync_every",
         )
-
 
 def check_registered(cfg: RLConfig) -> None:
     """`rl.advantage` and `rl.loss` must name registered functions (builtins, or a plugin's registrations)."""

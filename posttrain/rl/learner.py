@@ -86,8 +86,11 @@ class Learner:
             return self._logprobs(self.model, batch)[0]
 
     @torch.no_grad()
-    def _prepare(self, batch: TrainBatch, metrics: dict[str, float]) -> TrainBatch:
-        """Anchors, reference log-probs, the KL reward penalty and the advantages, before any update."""
+    def prepare(self, batch: TrainBatch, metrics: dict[str, float] | None = None) -> TrainBatch:
+        """The batch on the learner's device with its anchors, reference log-probs, KL reward penalty and
+        advantages filled in, as `step` trains on it (what is missing is computed before any update)."""
+        batch = batch.to(self.device)
+        metrics = {} if metrics is None else metrics
         if batch.old_logprobs is None:
             if self.cfg.old_logprobs == "behaviour":
                 batch.old_logprobs = batch.behaviour_logprobs
@@ -167,7 +170,7 @@ class Learner:
     def step(self, batch: TrainBatch) -> dict[str, float]:
         """Update the policy on one rollout batch; returns metrics averaged over its optimizer steps."""
         prepared: dict[str, float] = {}
-        batch = self._prepare(batch.to(self.device), prepared)
+        batch = self.prepare(batch, prepared)
         width = int(batch.completion_mask.sum(-1).max()) if batch.size else 0
         norm_length = self.cfg.loss_norm_length or width
         self.model.train()

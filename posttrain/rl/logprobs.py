@@ -15,7 +15,10 @@ from transformers import PreTrainedModel
 
 
 def split_base_and_head(model: PreTrainedModel) -> tuple[nn.Module, nn.Module]:
-    """(decoder that returns normed hidden states, LM head); works for ZAYA, Llama and other HF causal LMs."""
+    """(decoder that returns normed hidden states, LM head); works for ZAYA, Llama and other HF causal LMs, and
+    for a peft model (its LoRA layers live inside the base model's modules)."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     head = model.get_output_embeddings()
     base = getattr(model, model.base_model_prefix, None)
     if head is None or base is None or base is model:

@@ -14,7 +14,7 @@ from typing import Any
 
 from posttrain.checkpoint import jsonable, tupled
 from posttrain.data.from_envs import is_heldout
-from posttrain.envs import Curriculum, EnvPool, Problem
+from posttrain.envs import Curriculum, EnvPool, Problem, env_label
 from posttrain.errors import UserError
 
 MAX_DRAW_ROUNDS = 100
@@ -73,7 +73,7 @@ class CurriculumSource(ProblemSource):
         self.curriculum.update(problem.env, problem.difficulty, correct)
 
     def stats(self) -> dict[str, float]:
-        return {key.replace("curriculum/", "difficulty/"): v for key, v in self.curriculum.stats().items()}
+        return {f"difficulty/{env_label(name)}": self.curriculum.level(name) for name in self.curriculum.envs}
 
     def state_dict(self) -> dict[str, Any]:
         return self.curriculum.state_dict()

@@ -62,7 +62,7 @@ class RLStage(Stage):
     # --- checks --------------------------------------------------------------------------------
     def unread_keys(self, cfg: Any, keys):
         unread = super().unread_keys(cfg, keys)
-        if not cfg.problems.datasets:
+        if cfg is not None and not cfg.problems.datasets:
             hint = "rewards.* grade prompt datasets (problems.datasets); env problems are graded by their envs"
             unread += [(k, hint) for k in keys if k.startswith("rewards.") and not k.startswith("rewards.shaping")]
         return unread
@@ -75,9 +75,10 @@ class RLStage(Stage):
         check_registered(cfg.rl)
         require(cfg.rollout.engine in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}")
         check_trained_sampling(cfg)
-        if cfg.problems.env_weight > 0:
-            for name in expand_names(list(cfg.envs.names)):
-                make_env(name)  # unknown names fail before any work
+        envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
+        for name in envs:
+            make_env(name)  # unknown names fail before any work
+        check_reward_floor(cfg, envs)
         if cfg.ttc.fraction > 0 and cfg.ttc.source == "checkpoint":
             from posttrain.models import check_model_path
 
@@ -92,7 +93,6 @@ class RLStage(Stage):
         param_lr_overrides(model_skeleton(cfg.model.path), cfg.rl.param_groups)  # a regex naming no parameter
         envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
         datasets = {dataset_name(spec): load_problem_rows(spec) for spec in cfg.problems.datasets}
-        check_reward_floor(cfg, envs)
         return Prepared(envs, datasets)
 
     def check_resume(self, cfg: Config, checkpoint: Path) -> None:

@@ -34,7 +34,11 @@ def init_ray(cfg: RayConfig) -> bool:
         kwargs.update(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
     else:
         kwargs["address"] = cfg.address
-    ray.init(**kwargs)
+    context = ray.init(**kwargs)
+    if cfg.address is None:  # this process owns the local Ray: no process of it may outlive us, even after SIGKILL
+        from posttrain.rollout.reaper import start_reaper
+
+        start_reaper(context.address_info["session_dir"])
     return True
 
 

@@ -38,3 +38,15 @@ class BadVerifier(Env):
         if problem.seed == 1:
             os._exit(4)
         return Verdict(float("nan"), True, True)
+
+
+class Broken(Env):
+    """Generates fine; its checker raises (a verifier bug): every verdict is an env error."""
+
+    name = "broken_checker"
+
+    def generate(self, seed: int, difficulty: int) -> Problem:
+        return self.problem(seed, difficulty, "Say 1.", "1")
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        raise RuntimeError("checker bug")

@@ -8,27 +8,54 @@ import pytest
 
 from posttrain.config.load import compose, to_object
 from posttrain.errors import UserError
-from posttrain.rl.config import RLConfig
+from posttrain.rl.advantages import ADVANTAGE_REGISTRY, register_advantage
+from posttrain.rl.config import RLConfig, check_registered
+from posttrain.rl.losses import POLICY_LOSS_REGISTRY, register_policy_loss
 
 
 def test_defaults_are_the_zaya1_recipe():
     cfg = RLConfig()
     assert (cfg.advantage, cfg.loss, cfg.dppo_delta, cfg.aggregation) == ("maxrl", "dppo", 0.1, "seq_mean_token_sum")
+    assert cfg.old_logprobs == "behaviour"  # DPPO's trust region is measured against the rollout policy
     assert cfg.kl_coef == 0.0
     assert (cfg.optimizer, cfg.muon_momentum) == ("muon", 0.0)
+
+
+def test_names_are_checked_against_the_registries_so_a_users_registration_is_accepted():
+    with pytest.raises(UserError, match=r"rl.loss must be one of .*cispo.*got 'ppo'"):
+        check_registered(RLConfig(loss="ppo"))
+    with pytest.raises(UserError, match=r"rl.advantage must be one of"):
+        check_registered(RLConfig(advantage="gae"))
+
+    @register_advantage("test_centred")
+    def centred(rewards, group_ids):
+        return rewards - rewards.mean()
+
+    @register_policy_loss("test_reinforce")
+    def reinforce(logprobs, old, adv, mask, params):
+        return -adv * logprobs, {}
+
+    try:
+        check_registered(RLConfig(advantage="test_centred", loss="test_reinforce"))
+    finally:
+        del ADVANTAGE_REGISTRY["test_centred"], POLICY_LOSS_REGISTRY["test_reinforce"]
+
+
+def test_dppo_with_recomputed_anchors_is_refused():
+    with pytest.raises(UserError, match=r"rl.loss=dppo measures its trust region against the rollout policy"):
+        RLConfig(loss="dppo", old_logprobs="recompute")
+    RLConfig(loss="ppo_clip", old_logprobs="recompute")
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("loss", "ppo", "rl.loss must be one of"),
-        ("advantage", "gae", "rl.advantage must be one of"),
         ("aggregation", "mean", "rl.aggregation must be one of"),
         ("dppo_delta", 0.0, "rl.dppo_delta"),
         ("tis_cap", 0.5, "rl.tis_cap"),
         ("minibatches", 0, "rl.minibatches"),
         ("muon_momentum", 1.0, "rl.muon_momentum"),
-        ("temperature", 0.0, "rl.temperature"),
+        ("cispo_cap", 0.0, "rl.cispo_cap"),
         ("kl_estimator", "k4", "rl.kl_estimator"),
     ],
 )
@@ -44,10 +71,3 @@ def test_rl_section_is_mounted_in_the_run_config():
         compose("sft", ["rl.los=gspo"])
     with pytest.raises(UserError, match=re.escape("rl.ppo_epochs")):
         to_object(compose("sft", ["rl.ppo_epochs=0"]))
-
-
-def test_learner_temperature_follows_the_fleets_unless_set():
-    assert to_object(compose("rlve", ["rollout.temperature=0.7"])).rl.temperature == 0.7
-    assert to_object(compose("rlve", ["rollout.temperature=0.7", "rl.temperature=0.5"])).rl.temperature == 0.5
-    with pytest.raises(UserError, match=re.escape("rl.temperature must be > 0 (it follows rollout.temperature")):
-        to_object(compose("rlve", ["rollout.temperature=0"]))  # greedy rollouts give a group nothing to compare

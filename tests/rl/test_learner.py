@@ -42,10 +42,17 @@ def logprob_margin(model, batch: TrainBatch) -> float:
     return float(seq[good].mean() - seq[~good].mean())
 
 
+def sampled_by(model, batch: TrainBatch) -> TrainBatch:
+    """The batch as a synchronous fleet serving `model` returns it: behaviour log-probs are the model's own."""
+    with torch.no_grad():
+        logps, _ = token_logprobs(copy.deepcopy(model).eval(), batch.input_ids, batch.attention_mask)
+    return TrainBatch(**{**vars(batch), "behaviour_logprobs": logps * batch.completion_mask})
+
+
 def test_first_minibatch_is_exactly_on_policy():
     model, tok = load_model("zaya-tiny")
     learner = Learner(model, RLConfig(minibatches=1, ppo_epochs=1), device="cpu")
-    metrics = learner.step(bandit_batch(tok))
+    metrics = learner.step(sampled_by(model, bandit_batch(tok)))
     assert metrics["ratio_min"] == pytest.approx(1.0, abs=1e-5)
     assert metrics["ratio_max"] == pytest.approx(1.0, abs=1e-5)
     assert metrics["optimizer_steps"] == 1
@@ -60,15 +67,15 @@ def step_counting_forwards(learner: Learner, batch: TrainBatch) -> tuple[dict, i
     return metrics, len(forwards)
 
 
-@pytest.mark.parametrize("loss", ["ppo_clip", "dppo", "gspo"])
+@pytest.mark.parametrize("loss", ["ppo_clip", "cispo", "gspo"])
 def test_one_update_per_batch_anchors_on_its_own_forward(loss):
-    """With one optimizer step per batch the anchors are the training forward's own detached log-probs:
-    the update equals the one from anchors recomputed up front, and costs one forward instead of two."""
+    """rl.old_logprobs=recompute with one optimizer step per batch: the anchors are the training forward's own
+    detached log-probs; the update equals the one from anchors recomputed up front, at one forward instead of two."""
     model, tok = load_model("zaya-tiny", seed=6)
     batch = bandit_batch(tok)
     with torch.no_grad():
         recomputed = token_logprobs(copy.deepcopy(model).eval(), batch.input_ids, batch.attention_mask)[0]
-    cfg = RLConfig(loss=loss, optimizer="adamw", lr=1e-2, tis_cap=2.0)
+    cfg = RLConfig(loss=loss, optimizer="adamw", lr=1e-2, tis_cap=2.0, old_logprobs="recompute")
     own = Learner(copy.deepcopy(model), cfg, device="cpu")
     metrics, own_forwards = step_counting_forwards(own, batch)
     given = Learner(copy.deepcopy(model), cfg, device="cpu")
@@ -77,9 +84,11 @@ def test_one_update_per_batch_anchors_on_its_own_forward(loss):
     assert metrics["ratio_min"] == pytest.approx(1.0) and metrics["ratio_max"] == pytest.approx(1.0)
     for a, b in zip(own.model.parameters(), given.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
-    # two minibatches: the second trains on updated weights, so the anchors are computed up front
-    _, forwards = step_counting_forwards(Learner(copy.deepcopy(model), RLConfig(minibatches=2), device="cpu"), batch)
-    assert forwards == 3
+    # two minibatches: the second trains on updated weights, so recomputed anchors come from a pass up front ...
+    recompute = RLConfig(loss="ppo_clip", minibatches=2, old_logprobs="recompute")
+    assert step_counting_forwards(Learner(copy.deepcopy(model), recompute, device="cpu"), batch)[1] == 3
+    # ... while the rollout policy's log-probs (the default anchor) need no pass at all
+    assert step_counting_forwards(Learner(copy.deepcopy(model), RLConfig(minibatches=2), device="cpu"), batch)[1] == 2
 
 
 @pytest.mark.parametrize(

@@ -65,18 +65,23 @@ def test_run_writes_config_metrics_checkpoints_final_plots_and_before_after(refe
         assert (run_dir / "plots" / f"{plot}.png").stat().st_size > 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 5
-    for side, model_path in (("before", str(reference.sft_final)), ("after", str(final))):
-        sampled, greedy = summary[side]["eval"], summary[side]["greedy"]  # the stage samples at T=1, then greedy
-        assert sampled["model"] == greedy["model"] == model_path
-        assert (sampled["temperature"], sampled["samples"], greedy["temperature"], greedy["samples"]) == (1.0, 4, 0, 1)
-        assert sampled["envs"]["add"]["n"] == greedy["envs"]["add"]["n"] == 8
-        assert sampled["envs"]["add"]["accuracy"] in {k / 32 for k in range(33)}  # 8 prompts x 4 samples
+    labels = ["greedy", "T=0.3", "T=0.5", "T=0.7", "T=1"]  # the sweep, with greedy and the sampling temperature
+    for side in SIDES:
+        row = summary[side]["add"]
+        assert list(row) == labels
+        assert row["greedy"]["n"] == 8 and row["greedy"]["pass@8"] is None
+        for label in labels[1:]:  # 8 prompts x 8 samples each
+            assert row[label]["pass@1"] in {k / 64 for k in range(65)}
+            assert row[label]["pass@1"] <= row[label]["pass@8"]
+    comparison = summary["comparison"]["add"]
+    best = max(labels, key=lambda label: summary["before"]["add"][label]["pass@1"])
+    assert comparison["best_before"]["pass@1"] == summary["before"]["add"][best]["pass@1"]
     out = reference.result.stdout
-    table = out[out.index("pass@1 T=1") :]
-    # columns: sampled before/after, then greedy before/after
-    cells = [f"{summary[side][kind]['envs']['add']['accuracy']:.1%}" for kind in ("eval", "greedy") for side in SIDES]
-    row = next(line for line in table.splitlines() if line.startswith("add "))
-    assert row.split()[1:] == cells
+    table = out[out.index("best pass@1") - 1000 :]
+    t1 = next(line for line in table.splitlines() if line.strip().startswith("T=1 "))
+    cells = [f"{summary[side]['add']['T=1'][key]:.1%}" for side in SIDES for key in ("pass@1", "pass@8")]
+    assert t1.split()[1:5] == cells and "<- RL samples here" in t1
+    assert f"gain over the best baseline {100 * comparison['gain_over_best_baseline']:+.1f} points" in out
 
 
 def test_unset_model_path_builds_the_sft_stage_first_with_its_scoped_overrides(reference):
@@ -117,24 +122,27 @@ def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(refer
     state, want_state = (
         json.loads((d / "checkpoints" / "step-5" / "loop.json").read_text()) for d in (run_dir, reference.dir)
     )
-    assert state["curriculum"] == want_state["curriculum"]
+    assert state["source"] == want_state["source"]
     got, want = weights(run_dir / "final"), weights(reference.dir / "final")
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
 
 
-def test_async_markovian_rsa_trains_both_rounds_on_rollouts_at_most_one_version_old(sft_model, tmp_path):
-    # One run covers both: RSA trees are produced in the background thread like single samples.
+def test_async_markovian_rsa_trains_both_rounds_and_an_accepted_config_drops_nothing(sft_model, tmp_path):
+    """Weights synced every 2 steps with generation one step ahead: rollouts reach 2 versions of age, which
+    rl.max_staleness=2 admits, so no batch is generated only to be dropped. RSA trees are produced in the
+    background thread like single samples; round 1 is the final round, sampled at rsa.final_temperature."""
     result = posttrain(
-        *TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=3",
-        "rl.max_staleness=1", "rl.sync_every=1", "rl.dynamic_sampling=false",
+        *TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=4",
+        "rl.max_staleness=2", "rl.sync_every=2", "rl.dynamic_sampling=false",
         "rollout.strategy=markovian_rsa", "rsa.N=4", "rsa.C=2", "rsa.T=1", "rsa.beta=8", "rsa.tau=4",
-        "rsa.train_rounds=[0,1]",
+        "rsa.train_rounds=[0,1]", "rsa.final_top_p=1.0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_metrics(tmp_path / "rlve" / "metrics.jsonl")
-    assert [r["step"] for r in records] == [1, 2, 3]
-    assert all(0 <= r["staleness"] <= 1 and r["stale_dropped"] == 0 for r in records)
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(r["stale_dropped"] == 0 for r in records)
     assert records[0]["staleness"] == 0  # nothing was prefetched before step 1
+    assert max(r["staleness"] for r in records) == 2  # the bound the config check uses is reached
     for record in records:
         # 4 problems x N=4 chains in each round, all kept (no dynamic sampling)
         assert record["samples_trained/round0"] == 16 and record["samples_trained/round1"] == 16
@@ -149,7 +157,14 @@ def test_async_markovian_rsa_trains_both_rounds_on_rollouts_at_most_one_version_
         ("rl.prompts_per_step=0", "rl.prompts_per_step"),
         ("rl.advantage=maxrll", "rl.advantage"),
         ("rl.max_staleness=0 rl.sync_every=2", "rl.max_staleness"),  # would train on stale rollouts
+        ("rl.max_staleness=1 rl.sync_every=2", "rl.max_staleness"),  # async: would generate batches and drop them
         ("rl.bogus=1", "rl.bogus"),
+        ("trainer.lr=0.1", "does not read 'trainer.lr'; use 'rl.lr'"),
+        ("rewards.gate_threshold=0.5", "rewards.* grade prompt datasets"),
+        ("rollout.strategy=markovian_rsa rsa.T=1", "rsa.final_temperature/rsa.final_top_p"),  # trained with top-p
+        ("rollout.top_k=5", "without top-p/top-k truncation"),
+        ("rl.advantage=maxrl envs.names=[rg:chain_sum:lenient]", "can give negative rewards"),
+        ("rl.loss=dppo rl.old_logprobs=recompute", "rl.old_logprobs=behaviour"),
     ],
 )
 def test_bad_input_exits_2_before_building_anything(tmp_path, capsys, override, message):

@@ -1,4 +1,4 @@
-"""RLLoop._usable: rollouts too many policy versions old are dropped, then groups with no reward spread."""
+"""RLLoop._usable: scorer failures, too-stale rollouts, solved groups and groups with no reward spread are dropped."""
 
 from __future__ import annotations
 
@@ -11,18 +11,29 @@ from posttrain.rl.loop import RLLoop, RLParts
 from posttrain.rollout.types import Rollout
 
 
-def loop(learner_version: int, **rl) -> RLLoop:
+class Excluding:
+    """A problem source that records what the pass-rate filter excludes."""
+
+    def __init__(self) -> None:
+        self.excluded = []
+
+    def exclude(self, problem) -> None:
+        self.excluded.append(problem.seed)
+
+
+def loop(learner_version: int, pass_rate_filter: float = 0.0, **rl) -> RLLoop:
     cfg = Config()
     for key, value in rl.items():
         setattr(cfg.rl, key, value)
-    parts = RLParts(fleet=None, learner=SimpleNamespace(step_count=learner_version), pool=None, curriculum=None,
-                    tokenizer=None)  # fmt: skip
+    cfg.problems.pass_rate_filter = pass_rate_filter
+    learner = SimpleNamespace(step_count=learner_version)
+    parts = RLParts(fleet=None, learner=learner, source=Excluding(), collector=None, tokenizer=None)
     return RLLoop(SimpleNamespace(cfg=cfg), parts)
 
 
-def sample(group: int, reward: float, version: int) -> Sample:
-    rollout = Rollout(f"g{group}.{reward}.{version}", group, [1], [2], [0.0], "x", "eos", version, "w0")
-    return Sample(Problem("add", group, 0, f"q{group}"), rollout, group, reward, reward > 0, True)
+def sample(group: int, reward: float, version: int, **fields) -> Sample:
+    rollout = Rollout(f"g{group}.{reward}.{version}.{len(fields)}", group, [1], [2], [0.0], "x", "eos", version, "w0")
+    return Sample(Problem("add", group, 0, f"q{group}"), rollout, group, reward, reward > 0, True, **fields)
 
 
 def test_rollouts_older_than_max_staleness_are_dropped_and_counted():
@@ -51,4 +62,23 @@ def test_on_policy_keeps_only_the_current_version():
     samples = [sample(0, 1.0, 7), sample(0, 0.0, 7), sample(1, 1.0, 6), sample(1, 0.0, 6)]
     metrics: dict[str, float] = {}
     assert loop(7, max_staleness=0)._usable(samples, metrics) == samples[:2]
-    assert metrics == {"stale_dropped": 2, "staleness": 0.0, "groups_dropped": 0}
+    assert metrics == {"scorer_errors_dropped": 0, "stale_dropped": 2, "staleness": 0.0, "groups_dropped": 0}
+
+
+def test_scorer_failures_and_untrained_rounds_never_train():
+    """An env that crashed gives an error verdict with reward 0: that is not the model's answer being wrong."""
+    failed = sample(0, 0.0, 3, error="env add crashed")
+    candidates = [sample(1, 1.0, 3, round=0, trained=False), sample(1, 0.0, 3, round=0, trained=False)]
+    good = [sample(0, 1.0, 3), sample(0, 0.0, 3)]
+    metrics: dict[str, float] = {}
+    assert loop(3, max_staleness=0)._usable([failed, *candidates, *good], metrics) == good
+    assert metrics["scorer_errors_dropped"] == 1
+
+
+def test_the_pass_rate_filter_drops_solved_groups_and_excludes_their_problems():
+    easy = [sample(0, 1.0, 1) for _ in range(7)] + [sample(0, 0.0, 1)]  # 7/8 = 0.875 > 0.75
+    hard = [sample(1, 1.0, 1) for _ in range(6)] + [sample(1, 0.0, 1) for _ in range(2)]  # 6/8 = 0.75, kept
+    filtered = loop(1, pass_rate_filter=0.75, max_staleness=0)
+    metrics: dict[str, float] = {}
+    assert filtered._usable([*easy, *hard], metrics) == hard
+    assert metrics["pass_rate_filtered"] == 1 and filtered.parts.source.excluded == [0]

@@ -1,0 +1,55 @@
+"""No process of a run outlives it: after SIGKILL of `posttrain run`, its Ray session goes too."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.rl_loop.conftest import TINY, env
+
+pytestmark = pytest.mark.slow
+
+
+def session_of(processes: list[psutil.Process]) -> str:
+    for process in processes:
+        try:
+            match = re.search(r"session_\d{4}-\d\d-\d\d_[\d_-]+", " ".join(process.cmdline()))
+        except psutil.Error:
+            continue
+        if match:
+            return match.group(0)
+    raise AssertionError("no Ray session among the run's processes")
+
+
+def test_sigkill_of_a_run_leaves_no_ray_process_behind(sft_model, tmp_path):
+    args = [*TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=10000", "eval.num_samples=2"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "posttrain.cli", "run", *args],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the test kills this one process, not its group: as `kill -9 <pid>` would
+    )
+    metrics = tmp_path / "rlve" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()):  # Ray is up once a step is logged
+        assert run.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    parent = psutil.Process(run.pid)
+    session = session_of(parent.children(recursive=True))
+    ours = [
+        p for p in psutil.process_iter(["cmdline"]) if p.pid != run.pid and session in " ".join(p.info["cmdline"] or [])
+    ]
+    names = {" ".join(p.info["cmdline"] or [])[:80] for p in ours}
+    assert any("agent" in name for name in names), names  # the dashboard / runtime-env agents that used to leak
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    _, alive = psutil.wait_procs(ours, timeout=30)
+    assert not alive, [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
