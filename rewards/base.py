@@ -57,8 +57,30 @@ def available_rewards() -> list[str]:
     return sorted(_REGISTRY)
 
 
+class FunctionReward:
+    """A plain reward function with TRL's signature `(prompts, completions, **columns) -> list[float]` (or one
+    returning a `RewardOutput`) as a posttrain reward; a wrong-shaped return is an error naming the function."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, **kwargs: Any) -> None:
+        self.fn, self.name, self.kwargs = fn, name, kwargs
+        self.score_range = getattr(fn, "score_range", None)
+
+    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
+        out = self.fn(prompts, completions, **{**columns, **self.kwargs})
+        if isinstance(out, RewardOutput):
+            return out
+        scores = list(out) if isinstance(out, list | tuple) else None
+        if scores is None or len(scores) != len(completions):
+            raise ValueError(f"reward {self.name} must return one score per completion, got {type(out).__name__}")
+        return RewardOutput([float(s) if s is not None else 0.0 for s in scores])
+
+
 def make_reward(name: str, **kwargs: Any) -> Reward:
-    """Build a registered reward; an unknown name is a `UserError` that suggests the closest one."""
+    """Build a registered reward, or load `module:function` / `path/to/file.py:function` (a reward class, or a
+    function with TRL's signature); an unknown name is a `UserError` that suggests the closest one."""
+    if ":" in name:
+        target = load_reward_callable(name)
+        return target(**kwargs) if isinstance(target, type) else FunctionReward(target, name, **kwargs)
     if name not in _REGISTRY:
         _load_builtins()
     if name not in _REGISTRY:

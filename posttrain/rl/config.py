@@ -90,6 +90,7 @@ class RLConfig:
     sync_every: int = 2  # push weights to the fleet every N learner steps (ZAYA1: 2)
     # batch filters and async
     dynamic_sampling: bool = True  # drop groups whose rewards are all equal; the loop refills
+    reward_control: str = "none"  # shuffle: permute rewards across the batch before learning (a no-signal control)
     overlong_filter: bool = False  # mask samples truncated by the token budget out of the loss
     max_staleness: int = 2  # rollouts older than this many policy versions are dropped (0 = on-policy)
 
@@ -117,6 +118,7 @@ class RLConfig:
         require(self.warmup_steps >= 0, "rl.warmup_steps must be >= 0")
         require(0 <= self.min_lr_ratio <= 1, "rl.min_lr_ratio must be in [0, 1]")
         require(self.cispo_cap > 0, "rl.cispo_cap must be > 0")
+        require(self.reward_control in ("none", "shuffle"), "rl.reward_control must be none or shuffle")
         require(
             not (self.loss == "dppo" and self.old_logprobs == "recompute"),
             "rl.loss=dppo measures its trust region against the rollout policy; use rl.old_logprobs=behaviour",

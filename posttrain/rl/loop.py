@@ -125,12 +125,15 @@ class RLLoop:
                     self.parts.source.feedback(s.problem, s.correct)
         return scored, usable, metrics
 
-    def batch(self, samples: list[Sample]) -> TrainBatch:
+    def batch(self, samples: list[Sample], step: int = 0) -> TrainBatch:
+        rewards = [s.reward for s in samples]
+        if self.cfg.rl.reward_control == "shuffle":  # the control arm: the same updates, with the signal destroyed
+            random.Random(f"{self.cfg.seed}:{step}:shuffle").shuffle(rewards)
         batch = TrainBatch.from_lists(
             [s.rollout.prompt_ids for s in samples],
             [s.rollout.completion_ids for s in samples],
             [s.rollout.logprobs for s in samples],
-            [s.reward for s in samples],
+            rewards,
             [s.group for s in samples],
             pad_token_id=self.parts.tokenizer.pad_token_id,
             advantage=None,  # the learner computes them (after a KL reward penalty, when one is on)
@@ -164,7 +167,7 @@ class RLLoop:
                 metrics["generate_tokens_per_s"] = tokens / max(metrics["time/generate"], 1e-9)
                 metrics["time/learn"] = 0.0  # a step whose every group was dropped does not learn
                 if usable:
-                    learned = self.parts.learner.step(self.batch(usable))
+                    learned = self.parts.learner.step(self.batch(usable, step))
                     metrics.update({f"learn/{k}": v for k, v in learned.items()})
                     metrics["time/learn"] = learned.get("train_seconds", 0.0)
                 synced = time.perf_counter()

@@ -47,8 +47,10 @@ def test_sigkill_of_a_run_leaves_no_ray_process_behind(sft_model, tmp_path):
     ours = [
         p for p in psutil.process_iter(["cmdline"]) if p.pid != run.pid and session in " ".join(p.info["cmdline"] or [])
     ]
-    names = {" ".join(p.info["cmdline"] or [])[:80] for p in ours}
-    assert any("agent" in name for name in names), names  # the dashboard / runtime-env agents that used to leak
+    cmdlines = [" ".join(p.info["cmdline"] or []) for p in ours]
+    # the dashboard and runtime-env agents that used to be left behind, and the reaper that now takes them down
+    for part in ("dashboard/agent.py", "runtime_env/agent/main.py", "posttrain.rollout.reaper"):
+        assert any(part in line for line in cmdlines), (part, cmdlines)
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     _, alive = psutil.wait_procs(ours, timeout=30)
