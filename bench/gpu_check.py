@@ -20,9 +20,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path.insert(0, str(ROOT))
 
-# ~100M parameters on a GPU (16 experts × 3 × 1024 × 512 per layer is 25M); a ~0.3M one on CPU.
+# 104M parameters on a GPU (16 experts × 3 × 1024 × 512 = 25M per layer); 0.16M on CPU.
 MODEL_DIMS = {
     "gpu": {"hidden_size": 512, "num_hidden_layers": 4, "moe_intermediate_size": 1024, "num_experts": 16,
             "head_dim": 64, "router_hidden_size": 128},
@@ -137,6 +137,15 @@ def throughput(metrics: Path) -> str:
     return f"{tokens / seconds:,.0f} tok/s per step (generate {generate:,.0f} tok/s, learn {learn:.2f} s/step)"
 
 
+def load_bench_kernels():
+    """bench/kernels.py under a name of its own: a top-level `kernels` module would shadow the `kernels`
+    package transformers looks for."""
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "bench" / "kernels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="no GPU: the interpreter at small shapes, RL on CPU")
@@ -147,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported
     import torch
 
-    import kernels as bench_kernels
-
+    bench_kernels = load_bench_kernels()
     if mode == "gpu" and not torch.cuda.is_available():
-        print("error: no GPU visible to torch; run with --cpu to check the kernels in Triton's interpreter")
+        message = "error: no GPU visible to torch; run with --cpu to check the kernels in Triton's interpreter"
+        print(message, file=sys.stderr)
         return 2
     device = "cuda" if mode == "gpu" else "cpu"
     rows = bench_kernels.correctness_rows("zaya1-8b" if mode == "gpu" else "small", device)

@@ -61,14 +61,17 @@ def _oracle_logprobs(hidden, weight, targets, temperature, grad, rows_per_chunk=
     return torch.cat(logps), torch.cat(ents), torch.cat(grad_h), w.grad
 
 
-def _torch_path_logprobs(hidden, weight, targets, temperature):
+def _torch_head(weight: torch.Tensor) -> nn.Linear:
+    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
+    head.weight = nn.Parameter(weight.detach().clone())
+    return head
+
+
+def _torch_path_logprobs(head, hidden, targets, temperature):
     """What posttrain.rl.logprobs runs per chunk without kernels (checkpointed), at the inputs' dtype."""
     from posttrain.rl.logprobs import _chunk_logprobs
 
-    head = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device=weight.device, dtype=weight.dtype)
-    head.weight = nn.Parameter(weight.detach().clone())
-    part = hidden.detach().clone().requires_grad_()
-    return checkpoint(_chunk_logprobs, head, part, targets, temperature, True, use_reentrant=False), part, head
+    return checkpoint(_chunk_logprobs, head, hidden, targets, temperature, True, use_reentrant=False)
 
 
 def _logprob_inputs(rows, hidden, vocab, dtype, device, seed=0):
@@ -89,7 +92,7 @@ def check_logprobs(rows, hidden, vocab, dtype, temperature, device) -> dict:
     hk, wk = h.clone().requires_grad_(), w.clone().requires_grad_()
     lp, ent = linear_logprobs(hk, wk, targets, temperature, with_entropy=True)
     (lp * grad).sum().backward()
-    (torch_lp, _), _, _ = _torch_path_logprobs(h, w, targets, temperature)
+    torch_lp, _ = _torch_path_logprobs(_torch_head(w), h, targets, temperature)
     torch_err = float((torch_lp.detach().double() - want_lp).abs().max())
     tol = TOL[dtype]
     lp, ent = lp.detach().double(), ent.double()
@@ -214,12 +217,14 @@ def speed_rows(device: str = "cuda") -> list[dict]:
         lp, _ = linear_logprobs(h, w, targets, temperature, with_entropy=True)
         (lp * grad).sum().backward()
 
+    head = _torch_head(w)
+
     def torch_step() -> None:
-        (lp, _), _, _ = _torch_path_logprobs(h, w, targets, temperature)
+        lp, _ = _torch_path_logprobs(head, h, targets, temperature)
         (lp * grad).sum().backward()
 
     steps = {"triton": triton_step, "torch": torch_step, "liger FLCE": _liger_step(h, w, targets)}
-    case = f"logprobs fwd+bwd N={rows} V={vocab:,} bf16"
+    case = f"logprobs fwd+bwd N={rows} V={vocab:,} {str(dtype)[6:]}"
     out = [{"part": "time", "case": case, "result": _timings(steps), "ok": True}]
 
     tokens, hidden, inter, experts, skip, dtype = MOE_SHAPES["zaya1-8b"][0]
@@ -228,7 +233,7 @@ def speed_rows(device: str = "cuda") -> list[dict]:
     modules["triton"] = _zaya_experts(hidden, inter, experts, dtype, device)
     use_triton_experts(modules["triton"])
     steps = {name: (lambda m=m: _moe_grads(m, x, index, gate, skipped, grad)) for name, m in modules.items()}
-    case = f"moe fwd+bwd T={tokens} E={experts} skip {skip:.0%} bf16"
+    case = f"moe fwd+bwd T={tokens} E={experts} skip {skip:.0%} {str(dtype)[6:]}"
     return [*out, {"part": "time", "case": case, "result": _timings(steps), "ok": True}]
 
 

@@ -73,18 +73,18 @@ def _forward_kernel(x_ptr, w_ptr, target_ptr, stats_ptr, target_logit_ptr, n_row
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     row_block = tl.program_id(0)
     split = tl.program_id(1)
-    rows = row_block * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (row_block * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)  # int64: offsets pass 2**31 at scale
     row_ok = rows < n_rows
     target = tl.load(target_ptr + rows, mask=row_ok, other=-1)
     m = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
     s = tl.zeros((BLOCK_N,), dtype=tl.float32)
     t = tl.zeros((BLOCK_N,), dtype=tl.float32)
     picked = tl.zeros((BLOCK_N,), dtype=tl.float32)
-    found = tl.zeros((BLOCK_N,), dtype=tl.int1)
+    found = tl.zeros((BLOCK_N,), dtype=tl.int32)
     start = split * per_split
     stop = tl.minimum(start + per_split, vocab)
     for v0 in range(start, stop, BLOCK_V):
-        cols = v0 + tl.arange(0, BLOCK_V)
+        cols = (v0 + tl.arange(0, BLOCK_V)).to(tl.int64)
         col_ok = cols < stop
         z = _logits_tile(x_ptr, w_ptr, rows, cols, row_ok, col_ok, hidden, sxn, sxh, swv, swh, temperature,
                          BLOCK_N, BLOCK_V, BLOCK_K)  # fmt: skip
@@ -99,22 +99,22 @@ def _forward_kernel(x_ptr, w_ptr, target_ptr, stats_ptr, target_logit_ptr, n_row
         m = m_new
         hit = (cols[None, :] == target[:, None]) & col_ok[None, :]
         picked += tl.sum(tl.where(hit, z, 0.0), axis=1)
-        found = found | (tl.sum(hit.to(tl.int32), axis=1) > 0)
+        found += tl.sum(hit.to(tl.int32), axis=1)
     offset = split * n_rows + rows
     tl.store(stats_ptr + offset, m, mask=row_ok)
     tl.store(stats_ptr + tl.num_programs(1) * n_rows + offset, s, mask=row_ok)
     if WITH_ENTROPY:
         tl.store(stats_ptr + 2 * tl.num_programs(1) * n_rows + offset, t, mask=row_ok)
-    tl.store(target_logit_ptr + rows, picked, mask=row_ok & found)
+    tl.store(target_logit_ptr + rows, picked, mask=row_ok & (found > 0))
 
 
 @triton.jit
 def _dlogits_kernel(x_ptr, w_ptr, target_ptr, lse_ptr, grad_ptr, dz_ptr, n_rows, vocab, hidden, first_col, width,
                     sxn, sxh, swv, swh, sdn, temperature,
                     BLOCK_N: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
-    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     local = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
-    cols = first_col + local
+    cols = (first_col + local).to(tl.int64)
     row_ok = rows < n_rows
     col_ok = (local < width) & (cols < vocab)
     z = _logits_tile(x_ptr, w_ptr, rows, cols, row_ok, col_ok, hidden, sxn, sxh, swv, swh, temperature,

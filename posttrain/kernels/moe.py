@@ -41,14 +41,17 @@ class ExpertPlan:
     tile_expert: torch.Tensor  # [tiles] the expert of each row tile
     tile_start: torch.Tensor  # [tiles] first row of the tile (index into `rows`)
     tile_stop: torch.Tensor  # [tiles] end of the tile's expert (the tile stops at min(start + BLOCK_M, stop))
-    block_m: int
+    block_m: int  # rows per tile
+    max_tile: int  # cap on the output and reduction tile widths
 
     @property
     def num_experts(self) -> int:
         return self.offsets.numel() - 1
 
 
-def plan_experts(expert_index: torch.Tensor, gate: torch.Tensor, num_experts: int, block_m: int) -> ExpertPlan:
+def plan_experts(
+    expert_index: torch.Tensor, gate: torch.Tensor, num_experts: int, block_m: int, max_tile: int = 64
+) -> ExpertPlan:
     """Sort the routed tokens by expert and cut them into row tiles (one host sync, for the tile count)."""
     active = (expert_index >= 0) & (expert_index < num_experts) & (gate != 0)
     tokens = active.nonzero().squeeze(1)
@@ -68,6 +71,7 @@ def plan_experts(expert_index: torch.Tensor, gate: torch.Tensor, num_experts: in
         tile_start=offsets[tile_expert] + within * block_m,
         tile_stop=offsets[tile_expert + 1],
         block_m=block_m,
+        max_tile=max_tile,
     )
 
 
@@ -81,9 +85,9 @@ def _grouped_mm_kernel(a_ptr, a_rows_ptr, w_ptr, c_ptr, c_rows_ptr, tile_expert_
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
     start = tl.load(tile_start_ptr + tile)
     stop = tl.load(tile_stop_ptr + tile)
-    m = start + tl.arange(0, BLOCK_M)
+    m = (start + tl.arange(0, BLOCK_M)).to(tl.int64)  # int64: row offsets pass 2**31 at scale
     m_ok = m < stop
-    a_row = tl.load(a_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if GATHER_A else m.to(tl.int64)
+    a_row = tl.load(a_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if GATHER_A else m
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = n < n_out
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -94,7 +98,7 @@ def _grouped_mm_kernel(a_ptr, a_rows_ptr, w_ptr, c_ptr, c_rows_ptr, tile_expert_
         w = tl.load(w_ptr + expert * swe + n[None, :] * swn + k[:, None] * swk,
                     mask=n_ok[None, :] & k_ok[:, None], other=0.0)  # fmt: skip
         acc = tl.dot(a, w, acc, input_precision="ieee")
-    c_row = tl.load(c_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if SCATTER_C else m.to(tl.int64)
+    c_row = tl.load(c_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if SCATTER_C else m
     ok = m_ok[:, None] & n_ok[None, :]
     tl.store(c_ptr + c_row[:, None] * scm + n[None, :] * scn, acc.to(c_ptr.dtype.element_ty), mask=ok)
 
@@ -113,9 +117,9 @@ def _grouped_weight_grad_kernel(g_ptr, a_ptr, a_rows_ptr, dw_ptr, offsets_ptr, n
     k_ok = k < k_in
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for m0 in range(start, stop, BLOCK_M):
-        m = m0 + tl.arange(0, BLOCK_M)
+        m = (m0 + tl.arange(0, BLOCK_M)).to(tl.int64)
         m_ok = m < stop
-        a_row = tl.load(a_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if GATHER_A else m.to(tl.int64)
+        a_row = tl.load(a_rows_ptr + m, mask=m_ok, other=0).to(tl.int64) if GATHER_A else m
         g = tl.load(g_ptr + m[:, None] * sgm + n[None, :] * sgn, mask=m_ok[:, None] & n_ok[None, :], other=0.0)
         a = tl.load(a_ptr + a_row[:, None] * sam + k[None, :] * sak, mask=m_ok[:, None] & k_ok[None, :], other=0.0)
         acc = tl.dot(tl.trans(g), a, acc, input_precision="ieee")
@@ -123,8 +127,8 @@ def _grouped_weight_grad_kernel(g_ptr, a_ptr, a_rows_ptr, dw_ptr, offsets_ptr, n
     tl.store(out, acc.to(dw_ptr.dtype.element_ty), mask=n_ok[:, None] & k_ok[None, :])
 
 
-def _tile(size: int) -> int:
-    return max(16, min(64, triton.next_power_of_2(size)))
+def _tile(size: int, cap: int) -> int:
+    return max(16, min(cap, triton.next_power_of_2(size)))
 
 
 def _grouped_mm(a, weight, c, plan: ExpertPlan, *, transpose: bool, gather_a: bool, scatter_c: bool) -> None:
@@ -135,7 +139,7 @@ def _grouped_mm(a, weight, c, plan: ExpertPlan, *, transpose: bool, gather_a: bo
     swe, sw1, sw2 = weight.stride()
     swn, swk = (sw1, sw2) if transpose else (sw2, sw1)
     n_out, k_in = c.shape[1], a.shape[1]
-    block_n, block_k = _tile(n_out), _tile(k_in)
+    block_n, block_k = _tile(n_out, plan.max_tile), _tile(k_in, plan.max_tile)
     grid = (plan.tile_expert.numel(), triton.cdiv(n_out, block_n))
     _grouped_mm_kernel[grid](
         a, plan.rows, weight, c, plan.rows, plan.tile_expert, plan.tile_start, plan.tile_stop,
@@ -146,8 +150,11 @@ def _grouped_mm(a, weight, c, plan: ExpertPlan, *, transpose: bool, gather_a: bo
 
 def _grouped_weight_grad(grad, a, plan: ExpertPlan, gather_a: bool, out: torch.Tensor) -> None:
     """out[e] = grad[rows of e]^T @ a[rows of e], written for every expert (zeros for one without rows)."""
+    if plan.rows.numel() == 0:  # every token skipped; an empty tensor may have no device pointer to pass
+        out.zero_()
+        return
     n_out, k_in = out.shape[1], out.shape[2]
-    block_n, block_k = _tile(n_out), _tile(k_in)
+    block_n, block_k = _tile(n_out, plan.max_tile), _tile(k_in, plan.max_tile)
     grid = (plan.num_experts, triton.cdiv(n_out, block_n), triton.cdiv(k_in, block_k))
     _grouped_weight_grad_kernel[grid](
         grad, a, plan.rows, out, plan.offsets, n_out, k_in, *grad.stride(), *a.stride(), *out.stride(),
@@ -199,14 +206,19 @@ def grouped_experts(
     gate_up_proj: torch.Tensor,
     down_proj: torch.Tensor,
     act_fn: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    max_tile: int | None = None,
 ) -> torch.Tensor:
     """ZAYA top-1 experts: hidden [T, H], expert_index and gate [T]; gate_up_proj [E, 2I, H], down_proj [E, H, I].
 
     Tokens with gate 0 or expert_index outside [0, E) (skip) get 0 and cost nothing. Differentiable in
-    hidden, gate and both weights.
+    hidden, gate and both weights. Tiles are up to 64 wide on a GPU and 256 in the interpreter (which
+    pays per program, not per element); `max_tile` overrides that (tests force 16 to get many tiles).
     """
     num_experts = gate_up_proj.shape[0]
-    plan = plan_experts(expert_index, gate, num_experts, block_rows(max(1, hidden.shape[0] // num_experts), 64))
+    cap = max_tile or (64 if hidden.device.type == "cuda" else 256)
+    block_m = block_rows(max(1, hidden.shape[0] // num_experts), cap)
+    plan = plan_experts(expert_index, gate, num_experts, block_m, cap)
     dtype = _compute_dtype(hidden, gate_up_proj)
     gate_up = _GroupedLinear.apply(hidden, gate_up_proj, plan, True, dtype)
     gate_part, up = gate_up.chunk(2, dim=-1)

@@ -9,9 +9,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from posttrain.kernels.linear_logprobs import LogprobBlocks, linear_logprobs  # noqa: E402
-from posttrain.models import load_model  # noqa: E402
-from posttrain.rl.logprobs import token_logprobs  # noqa: E402
+from posttrain.kernels.linear_logprobs import LogprobBlocks, linear_logprobs
+from posttrain.models import load_model
+from posttrain.rl.logprobs import token_logprobs
 
 # Forces many tiles on tiny shapes: 16-row blocks, 32-column vocab tiles, 16-wide hidden steps, the vocab
 # spread over 3 slices whose statistics are merged, and dlogits materialised 64 columns at a time.
