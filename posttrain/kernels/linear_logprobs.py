@@ -8,7 +8,7 @@ statistics are merged in torch ([splits, N] floats), giving
 
     log p(target) = (z_target − M) − log S        entropy = log S − T / S
 
-Both terms of the log-prob are signed by construction (z_target ≤ M and S ≥ 1), so it is never positive.
+Both terms of the log-prob are ≤ 0 by construction (z_target ≤ M and S ≥ 1), so it is never positive.
 
 Backward: dz = g · (onehot(target) − softmax(z)) / T is recomputed by a second Triton kernel for one
 vocabulary chunk at a time (the same fp32 logits tiles) and handed to the vendor BLAS for the two
