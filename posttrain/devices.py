@@ -1,8 +1,14 @@
-"""`device=auto|cpu|cuda` means the same thing in the SFT trainer, the learner and every rollout engine."""
+"""`device=auto|cpu|cuda` and `kernels=auto|triton|torch` mean the same thing in the SFT trainer, the learner
+and every rollout engine."""
 
 from __future__ import annotations
 
 import torch
+
+from posttrain.errors import UserError
+from posttrain.kernels import triton_problem
+
+KERNELS = ("auto", "triton", "torch")
 
 
 def resolve_device(device: str) -> str:
@@ -10,3 +16,16 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def resolve_kernels(kernels: str, device: str) -> str:
+    """'triton' or 'torch'. `auto` is Triton on a GPU with triton installed, torch elsewhere (the interpreter
+    is for tests, never chosen by `auto`); `triton` where the kernels cannot run is a UserError."""
+    if kernels not in KERNELS:
+        raise UserError(f"kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    resolved = resolve_device(device)
+    if kernels == "auto":
+        return "triton" if resolved == "cuda" and triton_problem(resolved) is None else "torch"
+    if kernels == "triton" and (problem := triton_problem(resolved)) is not None:
+        raise UserError(f"kernels=triton {problem}")
+    return kernels

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from posttrain.errors import UserError
 
 # Read by every stage (the run itself): never reported as unread.
-COMMON_KEYS = ("stage", "seed", "resume", "device", "run", "logging", "plugins", "kernels", "model.path")
+COMMON_KEYS = ("stage", "seed", "resume", "device", "run", "logging", "plugins", "model.path")
 
 # Pipeline order; `stage=all` runs these, chained by final/. `rm` is built on demand by `rlhf`.
 ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from posttrain.devices import resolve_kernels
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
@@ -131,6 +132,7 @@ class Config:
     resume: str = "false"
     device: str = "auto"
     plugins: list[str] = field(default_factory=list)  # modules or .py files imported first (their registrations)
+    kernels: str = "auto"  # auto | triton | torch (docs/kernels.md)
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -149,3 +151,4 @@ class Config:
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")
+        resolve_kernels(self.kernels, self.device)  # an unusable kernels=triton fails here, before any work

@@ -47,13 +47,21 @@ class Learner:
         total_steps: int = 1,
         device: str = "auto",
         seed: int = 0,
+        kernels: str = "torch",
     ):
+        """`kernels`: a resolved backend (posttrain.devices.resolve_kernels); 'triton' runs the LM head and ZAYA's
+        experts through posttrain.kernels."""
         self.uses_reference = cfg.kl_coef > 0 or cfg.kl_metric
         if self.uses_reference and ref_model is None and not hasattr(model, "disable_adapter"):
             raise ValueError("a KL term or metric needs a reference model (or a LoRA model, whose base is it)")
         self.cfg = cfg
         self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device)
+        self.kernels = kernels
+        if kernels == "triton":
+            from posttrain.kernels.moe import use_triton_experts
+
+            use_triton_experts(self.model)
         self.ref_model = ref_model.to(self.device).eval().requires_grad_(False) if ref_model is not None else None
         self.optimizers = build_optimizers(self.model, cfg)
         self.schedulers = build_schedulers(self.optimizers, cfg, total_steps)
@@ -75,6 +83,7 @@ class Learner:
                 chunk_size=self.cfg.logprob_chunk_size,
                 score_mask=batch.completion_mask,
                 with_entropy=entropy,
+                kernels=self.kernels,
             )
 
     @torch.no_grad()

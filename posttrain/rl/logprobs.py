@@ -35,6 +35,15 @@ def _chunk_logprobs(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor
     return picked, log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
 
 
+def _fused_chunk_fn(head: nn.Module, kernels: str):
+    """kernels='triton': posttrain.kernels' fused LM head + log-softmax, which keeps no logits (no checkpoint)."""
+    if kernels != "triton":
+        return None
+    from posttrain.kernels.linear_logprobs import fused_chunk_logprobs, head_supported
+
+    return fused_chunk_logprobs if head_supported(head) else None
+
+
 def token_logprobs(
     model: PreTrainedModel,
     input_ids: torch.Tensor,
@@ -44,6 +53,7 @@ def token_logprobs(
     chunk_size: int = 256,
     score_mask: torch.Tensor | None = None,
     with_entropy: bool = False,
+    kernels: str = "torch",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """log π(input_ids[t] | input_ids[<t]) for every t, as [B, L] aligned with input_ids (0 at t = 0).
 
@@ -51,7 +61,8 @@ def token_logprobs(
 
     `score_mask` [B, L] limits the work to chunks that contain at least one scored position; other
     positions come back as 0. The entropy (of softmax(logits / T) at the step that produced token t) is
-    returned detached: it is a diagnostic, not a loss term.
+    returned detached: it is a diagnostic, not a loss term. `kernels` is a resolved backend
+    (`posttrain.devices.resolve_kernels`): 'triton' runs each chunk through the fused Triton kernel.
     """
     base, head = split_base_and_head(model)
     hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -60,13 +71,16 @@ def token_logprobs(
         temperature = temperature.to(hidden.device, torch.float32).reshape(size, 1, 1)
     logps = hidden.new_zeros(size, length, dtype=torch.float32)
     entropy = hidden.new_zeros(size, length, dtype=torch.float32) if with_entropy else None
+    fused = _fused_chunk_fn(head, kernels)
     # hidden[:, t] predicts input_ids[:, t + 1]
     for start in range(0, length - 1, chunk_size):
         stop = min(start + chunk_size, length - 1)
         if score_mask is not None and not score_mask[:, start + 1 : stop + 1].any():
             continue
         args = (head, hidden[:, start:stop], input_ids[:, start + 1 : stop + 1], temperature, with_entropy)
-        if torch.is_grad_enabled() and hidden.requires_grad:
+        if fused is not None:
+            picked, ent = fused(*args)
+        elif torch.is_grad_enabled() and hidden.requires_grad:
             picked, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False)
         else:
             picked, ent = _chunk_logprobs(*args)

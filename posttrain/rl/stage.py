@@ -24,7 +24,7 @@ from posttrain.stagekit import Stage
 
 RL_READS = (
     "model", "trainer.max_steps", "trainer.save_every", "trainer.keep_checkpoints", "eval", "envs", "curriculum",
-    "rewards", "ray", "rollout", "rsa", "rl", "problems", "ttc",
+    "rewards", "ray", "rollout", "rsa", "rl", "problems", "ttc", "kernels",
 )  # fmt: skip
 TRAINER_KEYS = {  # what a Trainer key means in an RL stage
     "trainer.lr": "rl.lr",
@@ -232,6 +232,7 @@ def build_learner(cfg: Config, policy: Path | None = None):
     """The policy at `model.path` (or a checkpoint's `policy`: full weights, or a LoRA adapter on the base)."""
     import torch
 
+    from posttrain.devices import resolve_kernels
     from posttrain.models import load_model
     from posttrain.models.lora import apply_lora, load_adapter
     from posttrain.rl.learner import Learner
@@ -244,8 +245,9 @@ def build_learner(cfg: Config, policy: Path | None = None):
     reference = None
     if needs_reference and cfg.model.lora.r == 0:
         reference = copy.deepcopy(model)  # frozen start; with LoRA the base with adapters disabled serves, no copy
+    kernels = resolve_kernels(cfg.kernels, cfg.device)
     return Learner(model, cfg.rl, ref_model=reference, total_steps=cfg.trainer.max_steps, device=cfg.device,
-                   seed=cfg.seed)  # fmt: skip
+                   seed=cfg.seed, kernels=kernels)  # fmt: skip
 
 
 def build_source(prepared: Prepared, cfg: Config, pool: Any):
