@@ -5,8 +5,9 @@ that in SFT). An aggregation example is the prompt RSA builds at round t >= 1 �
 tails and the aggregation instruction, from `posttrain.rollout.markovian_rsa.aggregation_prompt` — with the
 oracle's answer as the target. Candidates are the env's own answer written as the model writes it,
 `<answer>...</answer>`, cut to its last τ tokens as RSA cuts traces: some carry the oracle's answer and at
-least one carries a perturbed answer that the env's verifier rejects. Wrong answers are drawn from a pool
-of at most two per problem, so a wrong majority happens and the target then overrules it.
+least one carries a perturbed answer that the env's verifier rejects as wrong (well formed, not a format
+failure). Wrong answers are drawn from a pool of at most two per problem, so a wrong majority happens and
+the target then overrules it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from posttrain.rollout.markovian_rsa import aggregation_prompt, last_tokens, rea
 Messages = list[dict[str, str]]
 VerifyMany = Callable[[list[tuple[Problem, str]]], list[Verdict]]
 WRONG_POOL = 2  # distinct wrong answers per problem
-PERTURB_TRIES = 8
+PERTURB_ROUNDS, PERTURBS_PER_ROUND = 6, 3
 _NUMBER = re.compile(r"\d+")
 
 
@@ -35,19 +36,33 @@ class AggregationSpec:
     tokenizer: Any
 
 
-def perturb(answer: str, rng: random.Random) -> str:
-    """A near miss: one number moved by 1-3, else two neighbouring characters swapped."""
+def perturb(answer: str, rng: random.Random, alphabet: str) -> str:
+    """A near miss of one of several kinds, so that every env's answers have some: a number moved by 1-3,
+    two items or two neighbouring characters swapped, one character replaced by another of `alphabet`
+    (the prompt's own letters and digits keep it well formed), one character dropped or repeated."""
     numbers = list(_NUMBER.finditer(answer))
-    if numbers:
+    items = answer.split()
+    edits = [kind for kind, usable in (("number", numbers), ("items", len(set(items)) > 1)) if usable]
+    edits += ["swap", "replace", "drop", "repeat"] if answer else ["repeat"]
+    kind, i = rng.choice(edits), rng.randrange(max(1, len(answer)))
+    if kind == "number":
         match = rng.choice(numbers)
-        value = int(match.group())
-        delta = rng.randint(1, 3)
+        value, delta = int(match.group()), rng.randint(1, 3)
         moved = value + delta if value < delta or rng.random() < 0.5 else value - delta
         return answer[: match.start()] + str(moved) + answer[match.end() :]
-    if len(answer) >= 2:
-        i = rng.randrange(len(answer) - 1)
+    if kind == "items":
+        a, b = rng.sample(range(len(items)), 2)
+        items[a], items[b] = items[b], items[a]
+        return " ".join(items)
+    if kind == "swap" and len(answer) >= 2:
+        i = min(i, len(answer) - 2)
         return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2 :]
-    return answer + answer
+    if kind == "replace":
+        others = sorted(set(alphabet) - {answer[i]})
+        return answer[:i] + rng.choice(others) + answer[i + 1 :] if others else answer
+    if kind == "drop" and len(answer) >= 2:
+        return answer[:i] + answer[i + 1 :]
+    return answer[: i + 1] + answer[i:]
 
 
 def as_completion(answer: str) -> str:
@@ -55,19 +70,29 @@ def as_completion(answer: str) -> str:
 
 
 def wrong_answers(pairs: Sequence[tuple[Problem, str]], verify_many: VerifyMany, seed: int) -> list[list[str]]:
-    """Up to `WRONG_POOL` distinct perturbed answers per problem, each one rejected by the env's verifier."""
+    """Up to `WRONG_POOL` distinct perturbed answers per problem that the env's verifier calls wrong.
+
+    Perturbations are verified a few at a time, and only for problems still short of wrong answers, so
+    envs whose verifier is costly (a sandbox run) pay for few tries and envs with many right answers
+    (orders, assignments) get more."""
     rng = random.Random(f"aggregation-wrong:{seed}")
-    tries = []
-    for _, answer in pairs:
-        distinct = dict.fromkeys(perturb(answer, rng) for _ in range(PERTURB_TRIES))
-        tries.append([w for w in distinct if w != answer])
-    flat = [(problem, as_completion(w)) for (problem, _), ws in zip(pairs, tries, strict=True) for w in ws]
-    verdicts = verify_many(flat)
-    pools, start = [], 0
-    for ws in tries:
-        judged = zip(ws, verdicts[start : start + len(ws)], strict=True)
-        pools.append([w for w, v in judged if not v.correct and v.format_ok][:WRONG_POOL])
-        start += len(ws)
+    pools: list[list[str]] = [[] for _ in pairs]
+    tried = [{answer} for _, answer in pairs]
+    for _ in range(PERTURB_ROUNDS):
+        batch = []
+        for i, (problem, answer) in enumerate(pairs):
+            if len(pools[i]) < WRONG_POOL:
+                alphabet = "".join(sorted({c for c in problem.prompt + answer if c.isalnum()}))
+                for wrong in (perturb(answer, rng, alphabet) for _ in range(PERTURBS_PER_ROUND)):
+                    if wrong not in tried[i]:
+                        tried[i].add(wrong)
+                        batch.append((i, wrong))
+        if not batch:
+            break
+        verdicts = verify_many([(pairs[i][0], as_completion(wrong)) for i, wrong in batch])
+        for (i, wrong), verdict in zip(batch, verdicts, strict=True):
+            if not verdict.correct and verdict.format_ok and len(pools[i]) < WRONG_POOL:
+                pools[i].append(wrong)
     return pools
 
 
