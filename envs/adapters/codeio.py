@@ -3,9 +3,9 @@ graded strictly.
 
 What reasoning-gym's own scorer gets wrong, and what this grader does instead:
 
-* it pays partial credit by JSON tree-edit similarity, and its equality says `true == 1` and `1 == 1.0`;
-  here the answer must be one JSON value, equal to the oracle under `same_json` (types kept apart, floats
-  to 1e-9 relative);
+* it pays partial credit by JSON tree-edit similarity, and its equality says `true == 1`; here the answer
+  must be one JSON value, equal to the oracle under `same_json` (booleans, strings and null kept apart
+  from numbers, floats to 1e-9 relative);
 * input prediction has many right answers (any input that yields the output), but it is scored by
   similarity to the one input it generated; here an answer other than that input is run through the
   program in the sandbox (`posttrain.rewards.run_code`) and is right when it yields the output;
@@ -43,9 +43,12 @@ def same_json(a: Any, b: Any, rel_tol: float = 1e-9) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
         if isinstance(a, int) and isinstance(b, int):
             return a == b
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b or math.isclose(a, b, rel_tol=rel_tol, abs_tol=0.0)
+        try:
+            if math.isnan(a) or math.isnan(b):
+                return math.isnan(a) and math.isnan(b)
+            return a == b or math.isclose(a, b, rel_tol=rel_tol, abs_tol=0.0)
+        except OverflowError:  # an integer beyond any float is close to none
+            return False
     if isinstance(a, str) and isinstance(b, str):
         return a == b
     if isinstance(a, list) and isinstance(b, list):

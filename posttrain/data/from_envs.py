@@ -13,6 +13,7 @@ from functools import partial
 
 from posttrain.data.aggregation import AggregationSpec, aggregation_examples
 from posttrain.envs import EnvPool, Problem, Verdict, list_envs, make_env
+from posttrain.errors import UserError
 
 Messages = list[dict[str, str]]
 AGGREGATION_SEEDS = 5_000_000  # aggregation problems use env seeds from here on, apart from the plain ones
@@ -112,7 +113,10 @@ def generate_aggregation(
         pairs, next_seed = _training_pairs(tasks, difficulties, count - len(examples), rng, next_seed, pool)
         examples += aggregation_examples(pairs, spec, partial(_verified, pool=pool), seed=seed * 100 + attempt)
     if len(examples) < count:
-        raise RuntimeError(f"envs {sorted(set(tasks))} offered too few wrong answers to build aggregation examples")
+        raise UserError(
+            f"data.tasks={sorted(set(tasks))} gave too few perturbed answers their verifiers reject, so too few "
+            "aggregation examples; lower data.aggregation_fraction or add other tasks"
+        )
     return examples[:count]
 
 

@@ -91,6 +91,7 @@ DIFFERENT = [
     ({"a": 1}, {"A": 1}),
     ([1], {"0": 1}),
     (math.inf, -math.inf),
+    (10**400, 1e308),  # beyond any float: no OverflowError, just different
 ]
 
 
@@ -186,7 +187,7 @@ def test_hostile_and_malformed_answers_score_zero(problems):
     never_falls = {"T": 1, "s": 10**18, "n": 0, "d": 0, "x": 0, "y": 0, "t0": 1, "t1": 1, "t2": 1}
     verdict = env.verify(hero, _answer(never_falls))  # the program's loop never ends: the sandbox stops it
     assert (verdict.reward, verdict.info["status"]) == (0.0, "timeout")
-    for answer in ([1, 2], "YES", {"T": 1}, {"__import__('os')": 1}):
+    for answer in ([1, 2], "YES", {"T": 1}, {"__import__('os')": 1}, 10**400):
         assert env.verify(hero, _answer(answer)).reward == 0.0
     for junk in ("<answer>" + "[" * 100_000 + "</answer>", "<answer>{'T': 1}</answer>", "", None, b"\xff"):
         verdict = env.verify(hero, junk)
