@@ -32,9 +32,10 @@ class EvalSet:
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Probability that at least one of k answers drawn without replacement from n (c correct) is correct."""
-    if n - c < k:
-        return 1.0
+    """Probability that at least one of k samples drawn without replacement from n, c of them correct,
+    is correct (the unbiased estimator of Chen et al. 2021)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 

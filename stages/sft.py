@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 
 from posttrain.config import Config
+from posttrain.errors import UserError
 from posttrain.run_context import RunContext
 from posttrain.stagekit import Stage
 
@@ -40,6 +41,24 @@ class Prepared:
     counts: dict[str, int]
 
 
+def _aggregation(cfg: Config, tokenizer, count: int) -> tuple[list[Messages], dict[str, int]]:
+    """`count` aggregation examples, fitted to data.max_seq_len; a budget that fits none is a config error."""
+    from posttrain.data import from_envs
+    from posttrain.data.aggregation import AggregationSpec
+    from posttrain.data.trimming import fit_all, token_count
+
+    spec = AggregationSpec(cfg.data.aggregation_candidates or cfg.rsa.C, cfg.rsa, tokenizer)
+    examples = from_envs.generate_aggregation(cfg.data.tasks, cfg.data.difficulties, count, cfg.seed, spec)
+    fitted, counts = fit_all(examples, tokenizer, cfg.data.max_seq_len)
+    if not fitted:
+        shortest = min(token_count(e, tokenizer) for e in examples)
+        raise UserError(
+            f"data.max_seq_len={cfg.data.max_seq_len} fits none of the aggregation examples (the shortest is "
+            f"{shortest} tokens); raise it, or lower data.aggregation_candidates, or shorten rsa.aggregation_template"
+        )
+    return fitted, {f"aggregation_{k}": v for k, v in counts.items()}
+
+
 def prepare(cfg: Config) -> Prepared:
     from posttrain.data import from_envs
     from posttrain.data.sources import load_messages
@@ -48,6 +67,7 @@ def prepare(cfg: Config) -> Prepared:
 
     check_model_path(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path)
+    aggregation = round(cfg.data.aggregation_fraction * cfg.data.num_train)  # 0 with data.path (schema)
     if cfg.data.path is not None:
         samples = load_messages(cfg.data.path)
         random.Random(cfg.seed).shuffle(samples)
@@ -55,9 +75,15 @@ def prepare(cfg: Config) -> Prepared:
         cut = cfg.eval.num_samples if len(samples) >= 4 * cfg.eval.num_samples else 0
         heldout, samples = samples[:cut], samples[cut:]
     else:
-        samples = from_envs.generate(cfg.data.tasks, cfg.data.difficulties, cfg.data.num_train, cfg.seed)
+        plain = cfg.data.num_train - aggregation
+        samples = from_envs.generate(cfg.data.tasks, cfg.data.difficulties, plain, cfg.seed)
         heldout = from_envs.heldout(cfg.data.tasks[0], cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed)
     train, counts = fit_all(samples, tokenizer, cfg.data.max_seq_len)
+    if aggregation:
+        examples, aggregation_counts = _aggregation(cfg, tokenizer, aggregation)
+        train += examples
+        random.Random(cfg.seed).shuffle(train)
+        counts |= aggregation_counts
     return Prepared(train, heldout, counts)
 
 
@@ -122,7 +148,8 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
 class SFT(Stage):
     name = "sft"
     reads = ("model", "data", "trainer", "eval.difficulty", "eval.num_samples", "eval.max_new_tokens")
-    reads += ("eval.batch_size",)
+    # rsa.*: the shape of the aggregation examples (data.aggregation_fraction)
+    reads += ("eval.batch_size", "rsa.C", "rsa.tau", "rsa.aggregation_template", "rsa.candidate_template")
     instead = RL_KEYS
 
     def prepare(self, cfg: Config) -> Prepared:

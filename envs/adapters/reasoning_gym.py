@@ -45,6 +45,10 @@ def make(spec: str) -> Env:
         raise suggest_adapter_name("rg", name, names())
     if mode not in ("", "lenient"):
         raise suggest_adapter_name("rg", spec, [f"{name}:lenient"])
+    if name == "codeio" and mode == "":
+        from posttrain.envs.adapters.codeio import CodeIOEnv  # strict CodeI/O grading runs programs
+
+        return CodeIOEnv()
     return ReasoningGymEnv(name, strict=mode != "lenient")
 
 

@@ -55,9 +55,20 @@ class DataConfig:
     difficulties: list[int] = field(default_factory=lambda: [0, 1])
     num_train: int = 40000
     max_seq_len: int = 128
+    aggregation_fraction: float = 0.0  # share of generated samples that are RSA aggregation prompts
+    aggregation_candidates: int | None = None  # C tails per aggregation prompt; None: rsa.C, as RSA will use
 
     def __post_init__(self) -> None:
         require(self.num_train >= 1, "data.num_train must be >= 1")
+        require(0.0 <= self.aggregation_fraction <= 1.0, "data.aggregation_fraction must be in [0, 1]")
+        require(
+            self.aggregation_candidates is None or self.aggregation_candidates >= 1,
+            "data.aggregation_candidates must be >= 1 (or null for rsa.C)",
+        )
+        require(
+            self.path is None or self.aggregation_fraction == 0,
+            "data.aggregation_fraction needs generated data (data.path unset): its examples come from data.tasks",
+        )
         require(bool(self.tasks), "data.tasks must name at least one env")
         require(bool(self.difficulties) and min(self.difficulties) >= 0, "data.difficulties must be >= 0")
         require(self.max_seq_len >= 8, "data.max_seq_len must be >= 8")

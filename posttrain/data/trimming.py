@@ -72,14 +72,19 @@ def _trim_last_thinking(
     return with_body(low)
 
 
+def token_count(messages: Messages, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Tokens of the sample as the trainer sees it (chat template applied)."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
 def fit_to_budget(
     messages: Messages, tokenizer: PreTrainedTokenizerBase, max_tokens: int
 ) -> tuple[Messages | None, str]:
     """(sample or None, one of 'kept' / 'trimmed' / 'dropped')."""
 
     def fits(candidate: Messages) -> bool:
-        text = tokenizer.apply_chat_template(candidate, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False).input_ids) <= max_tokens
+        return token_count(candidate, tokenizer) <= max_tokens
 
     if fits(messages):
         return messages, "kept"

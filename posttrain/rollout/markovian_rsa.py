@@ -124,6 +124,13 @@ def trace_ids(ids: Sequence[int], tokenizer: Any) -> list[int]:
     return ids[opening:] if opening is not None else ids
 
 
+def tail_text(completion: str, tau: int, tokenizer: Any) -> str:
+    """The tail RSA would carry for a completion of this text (its last τ reasoning tokens), as text: what
+    SFT's aggregation examples put in their prompts."""
+    ids = tokenizer(completion, add_special_tokens=False, verbose=False)["input_ids"]
+    return tokenizer.decode(trace_ids(ids, tokenizer)[-tau:], skip_special_tokens=True)
+
+
 def _fill(template: str, values: dict[str, str]) -> str:
     """Substitute `{name}` fields in one pass, so braces inside the values (model text) stay literal."""
     return re.sub(r"\{(" + "|".join(values) + r")\}", lambda m: values[m.group(1)], template)
