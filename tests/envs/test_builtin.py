@@ -49,6 +49,7 @@ def _drop_item(problem: Problem, oracle: str) -> str:
 
 # A wrong answer for each env, wrong by construction (not by asking the env).
 WRONG = {
+    "pyfunc": lambda p, o: o.replace("return ", "return 1+(", 1) + ")",
     "add": _bump_int,
     "multiply": _bump_int,
     "modexp": lambda p, o: str(int(o) + p.params["m"]),  # the right residue class, but not reduced mod m
