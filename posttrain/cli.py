@@ -83,11 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommand_modules() -> list:
-    """Sub-commands contributed by other parts of posttrain (envs, eval, rsa)."""
+    """Sub-commands contributed by other parts of posttrain (envs, eval, rsa, serve)."""
     import importlib
 
     modules = []
-    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli"):
+    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli", "posttrain.serve.cli"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -14,6 +14,7 @@ from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
 from posttrain.rl.config import RLConfig
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
+from posttrain.serve.config import ServeConfig
 
 
 @dataclass
@@ -137,6 +138,7 @@ class Config:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rsa: RSAConfig = field(default_factory=RSAConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

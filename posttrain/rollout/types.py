@@ -58,3 +58,15 @@ class Rollout:
     finish_reason: str
     policy_version: int
     worker_id: str
+
+
+@dataclass
+class TokenScores:
+    """Teacher-forced log-probs of a token sequence: entry t scores token t + 1 given the tokens before it.
+
+    `top[t]` holds the most likely (token id, log-prob) pairs at that position, most likely first; it is
+    empty unless the caller asked for alternatives.
+    """
+
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]]

@@ -15,7 +15,7 @@ import torch
 import transformers
 
 from posttrain.rollout.engine import build_engine
-from posttrain.rollout.types import Request, Rollout, SamplingParams
+from posttrain.rollout.types import Request, Rollout, SamplingParams, TokenScores
 
 
 def encode_messages(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -87,3 +87,9 @@ class RolloutWorker:
                     worker_id=self.worker_id,
                 )
         return rollouts
+
+    def score(
+        self, sequences: Sequence[Sequence[int]], *, temperature: float = 1.0, top_logprobs: int = 0
+    ) -> list[TokenScores]:
+        """Teacher-forced log-probs of whole sequences (see `Engine.score`)."""
+        return self.engine.score(sequences, temperature=temperature, top_logprobs=top_logprobs)
