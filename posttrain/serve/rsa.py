@@ -76,8 +76,9 @@ def plan(body: Any, base: RSAConfig, *, default_on: bool, max_chains: int) -> RS
     """The RSA run a chat request asks for, checked; None for a plain completion."""
     extra = body.model_extra or {}
     flat = {key: extra[key] for key in ZYPHRA_KEYS if key in extra}
-    if body.rsa is not None and flat:
-        raise APIError(f"give either rsa or Zyphra's flat keys ({', '.join(sorted(flat))}), not both", param="rsa")
+    settings = sorted(key for key in flat if key in ZYPHRA_FIELDS)
+    if body.rsa is not None and settings:
+        raise APIError(f"give RSA settings in rsa or as Zyphra's keys ({', '.join(settings)}), not both", param="rsa")
     if body.rsa is False or (body.rsa is None and not flat and not default_on):
         return None
     overrides: dict[str, Any] = {}

@@ -72,7 +72,8 @@ def finish(rollout: Rollout, tokenizer: Any, stops: tuple[str, ...]) -> Generate
 
 @dataclass(frozen=True)
 class ReasoningSplit:
-    """Character spans of a completion: the reasoning before `</think>` (after any `<think>`), and the answer."""
+    """Character spans of a completion: the reasoning before the first `</think>` (less a `<think>` it starts
+    with), and the answer after it. Only the two tags are left out; no model text is lost."""
 
     reasoning: tuple[int, int] | None
     content_start: int
@@ -82,8 +83,8 @@ class ReasoningSplit:
         end = text.find(THINK_CLOSE)
         if end < 0:
             return cls(None, 0)
-        start = text.find(THINK_OPEN, 0, end)
-        return cls((0 if start < 0 else start + len(THINK_OPEN), end), end + len(THINK_CLOSE))
+        start = len(THINK_OPEN) if text.startswith(THINK_OPEN) else 0
+        return cls((start, end), end + len(THINK_CLOSE))
 
     def message(self, text: str) -> dict[str, Any]:
         reasoning = text[self.reasoning[0] : self.reasoning[1]] if self.reasoning else None

@@ -127,6 +127,18 @@ def greedy(model, tokenizer, prompt: list[int], max_new_tokens: int) -> list[int
 
 def chat_prompt(tokenizer, content: str) -> list[int]:
     """The chat prompt as the model's own template renders it."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    messages = [{"role": "user", "content": content}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def joined(reasoning: str | None, content: str) -> str:
+    """A chat completion's text from its reasoning and content (the split drops `</think>` and a leading `<think>`)."""
+    return content if reasoning is None else f"{reasoning}</think>{content}"
+
+
+def chat_text(tokenizer, ids: list[int]) -> str:
+    """What `joined(reasoning_content, content)` must give for generated `ids`."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return text[len("<think>") :] if text.startswith("<think>") and "</think>" in text else text
 

@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from tests.serve.conftest import chat_prompt, forward_logprobs, greedy, teacher_forced
+from tests.serve.conftest import chat_prompt, chat_text, forward_logprobs, greedy, joined, teacher_forced
 
 QUESTION = "What is 12+30?"
 
@@ -28,7 +28,8 @@ def test_greedy_chat_is_the_models_own_argmax_and_usage_counts_tokens(client, se
     assert reply.object == "chat.completion" and reply.id and reply.created and reply.model == server.model
     choice = reply.choices[0]
     assert choice.index == 0 and choice.message.role == "assistant"
-    assert choice.message.content == tokenizer.decode(expected, skip_special_tokens=True)
+    reasoning = (choice.message.model_extra or {}).get("reasoning_content")
+    assert joined(reasoning, choice.message.content) == chat_text(tokenizer, expected)
     assert choice.finish_reason == ("stop" if expected[-1] == tokenizer.eos_token_id else "length")
     assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (len(prompt), len(expected))
     assert reply.usage.total_tokens == len(prompt) + len(expected)
@@ -46,9 +47,12 @@ def test_streamed_chat_deltas_add_up_to_the_answer_and_end_with_done(client, ser
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    content = "".join(d.content or "" for d in deltas)
+    reasoning = [(d.model_extra or {}).get("reasoning_content") for d in deltas]
+    reasoning = "".join(r for r in reasoning if r) if any(reasoning) else None
     expected = greedy(model, tokenizer, chat_prompt(tokenizer, QUESTION), 8)
-    assert text == tokenizer.decode(expected, skip_special_tokens=True)
+    assert joined(reasoning, content) == chat_text(tokenizer, expected)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
     assert chunks[-1].usage.completion_tokens == len(expected)
     # On the wire: SSE `data:` events, the last one `[DONE]`.
@@ -192,6 +196,7 @@ def test_malformed_json_and_the_openai_client_see_400s(server, client):
         headers={"content-type": "application/json"},
     )  # fmt: skip
     assert response.status_code == 400
-    assert set(response.json()["error"]) >= {"message", "type", "param"} and "JSON" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert set(error) >= {"message", "type", "param"} and "JSON" in error["message"]
     with pytest.raises(openai.BadRequestError, match="not served here"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])

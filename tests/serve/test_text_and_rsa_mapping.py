@@ -26,7 +26,7 @@ def rollout(text: str, reason: str = "length", eos: bool = False) -> Rollout:
 
 
 def test_token_pieces_are_one_per_token_and_skip_special_tokens():
-    tokens = ids("a<think>b") + [TOKENIZER.eos_token_id]
+    tokens = [*ids("a<think>b"), TOKENIZER.eos_token_id]
     assert token_pieces(TOKENIZER, tokens) == ["a", "<think>", "b", ""]
 
 
@@ -52,6 +52,7 @@ def test_eos_maps_to_stop_and_is_kept_as_a_token_with_an_empty_piece():
         ("step one</think> 42", "step one", " 42"),  # templates that open <think> in the prompt
         ("no tags, just 42", None, "no tags, just 42"),
         ("a</think>b</think>c", "a", "b</think>c"),  # the first close ends the reasoning
+        ("x<think>y</think>z", "x<think>y", "z"),  # no text is dropped, only a leading <think>
     ],
 )
 def test_reasoning_before_think_close_is_split_off(text, reasoning, content):
