@@ -46,6 +46,8 @@ class _Answer:
 
 
 def _prompts(state: ServerState, body: CompletionRequest) -> list[_Prompt]:
+    if not body.prompts:
+        raise APIError("the prompt list is empty", param="prompt")
     prompts = []
     for prompt in body.prompts:
         if isinstance(prompt, str):

@@ -169,6 +169,7 @@ LONG = "x" * 2100  # zaya-tiny's context is 2048 tokens, one per character
         ("completions", {"model": "zaya-tiny", "prompt": "x" * 2040, "max_tokens": 20}, "max_tokens"),
         ("completions", {"model": "zaya-tiny", "prompt": [[1, 2, 10**6]]}, "prompt"),
         ("completions", {"model": "zaya-tiny", "prompt": ""}, "prompt"),
+        ("completions", {"model": "zaya-tiny", "prompt": []}, "prompt"),
         ("chat/completions", {"model": "zaya-tiny", "messages": [{"role": "user", "content": "hi"}],
                               "rsa": {"N": 2, "C": 3}}, "rsa.C"),
         ("chat/completions", {"model": "zaya-tiny", "messages": [{"role": "user", "content": "hi"}],
