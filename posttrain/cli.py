@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _subcommand_modules() -> list:
-    """Sub-commands contributed by other parts of posttrain (envs, eval, rsa, serve)."""
+    """Sub-commands contributed by other parts of posttrain (envs, eval, rsa)."""
     import importlib
 
     modules = []
