@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/rollout.py throughput --runs 5
 	$(BIN)/python bench/rollout.py rsa-memory --T 1 2 4 8
 	$(BIN)/python bench/rl_learner.py logprobs
+	$(BIN)/python bench/serve.py --runs 3
 
 clean:
 	rm -rf runs .pytest_cache

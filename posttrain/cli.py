@@ -87,7 +87,7 @@ def _subcommand_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli"):
+    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli", "posttrain.serve.cli"):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -15,6 +15,7 @@ from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
 from posttrain.rl.config import ProblemsConfig, RLConfig, TTCConfig
 from posttrain.rollout.config import RayConfig, RolloutConfig, RSAConfig
+from posttrain.serve.config import ServeConfig
 
 
 @dataclass
@@ -159,6 +160,7 @@ class Config:
     rl: RLConfig = field(default_factory=RLConfig)
     problems: ProblemsConfig = field(default_factory=ProblemsConfig)
     ttc: TTCConfig = field(default_factory=TTCConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")

@@ -97,6 +97,7 @@ class RSAConfig:
     candidate_template: str = DEFAULT_CANDIDATE_TEMPLATE
     final_temperature: float = 0.6  # the last round, whose candidates are the answers
     final_top_p: float = 0.95  # earlier rounds sample with rollout.temperature / top_p / top_k
+    final_top_k: int | None = None  # None: the earlier rounds' top-k; 0 disables top-k in the last round
     train_rounds: list[int] = field(default_factory=lambda: [0, 1])  # RL trains on these rounds (ZAYA1: 0 and 1)
 
     def __post_init__(self) -> None:
@@ -110,4 +111,5 @@ class RSAConfig:
         require("{tail}" in self.candidate_template, "rsa.candidate_template must contain {tail}")
         require(self.final_temperature >= 0, "rsa.final_temperature must be >= 0 (0 is greedy)")
         require(0 < self.final_top_p <= 1, "rsa.final_top_p must be in (0, 1]")
+        require(self.final_top_k is None or self.final_top_k >= 0, "rsa.final_top_k must be >= 0 (0 disables it)")
         require(all(t >= 0 for t in self.train_rounds), "rsa.train_rounds must be >= 0 (rounds past rsa.T are skipped)")

@@ -20,7 +20,7 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedTokeni
 
 from posttrain.devices import resolve_device
 from posttrain.rollout.sampling import SeededSampler, fill_seeds
-from posttrain.rollout.types import Completion, SamplingParams
+from posttrain.rollout.types import Completion, SamplingParams, TokenScores
 
 ENGINES: dict[str, type[Engine]] = {}
 
@@ -77,6 +77,15 @@ class Engine(ABC):
 
     def reset_accounting(self) -> None:
         self.max_context_seen = 0
+
+    def score(
+        self, sequences: Sequence[Sequence[int]], *, temperature: float = 1.0, top_logprobs: int = 0
+    ) -> list[TokenScores]:
+        """Log-prob of every token given its prefix, under softmax(logits / temperature), one entry per sequence.
+
+        Prompt log-likelihoods (lm-eval's `echo` requests) need this; engines that cannot score leave it out.
+        """
+        raise NotImplementedError(f"the {self.name!r} engine cannot score sequences")
 
 
 def build_engine(name: str, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto") -> Engine:
@@ -187,3 +196,71 @@ class HFEngine(Engine):
         kept = ids[:end]
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
         return Completion(token_ids=kept, text=text, logprobs=logprobs[:end], finish_reason=reason)
+
+    @torch.no_grad()
+    def score(
+        self, sequences: Sequence[Sequence[int]], *, temperature: float = 1.0, top_logprobs: int = 0
+    ) -> list[TokenScores]:
+        """The learner's own teacher-forced log-probs (`token_logprobs`), on right-padded rows."""
+        from posttrain.rl.logprobs import token_logprobs
+
+        if not sequences:
+            return []
+        lengths = [len(s) for s in sequences]
+        if min(lengths) == 0:
+            raise ValueError("empty sequence: scoring needs at least one token")
+        limit = self.context_limit
+        if limit is not None and max(lengths) > limit:
+            raise ContextOverflowError(
+                f"a sequence of {max(lengths)} tokens does not fit the model's context of {limit} tokens"
+            )
+        temperature = temperature if temperature > 0 else 1.0  # greedy scores at temperature 1, as generate does
+        width = max(lengths)
+        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
+            attention[row, : len(sequence)] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        picked, _ = token_logprobs(self.model, input_ids, attention, temperature=temperature)
+        top = None
+        if top_logprobs and width > 1:
+            top = _top_logprobs(self.model, input_ids, attention, top_logprobs, temperature)
+        self.max_context_seen = max(self.max_context_seen, width)
+        scores = []
+        for row, (sequence, length) in enumerate(zip(sequences, lengths, strict=True)):
+            logprobs = picked[row, 1:length].tolist()
+            alternatives = [[] for _ in logprobs] if top is None else _pairs(top, row, sequence, logprobs)
+            scores.append(TokenScores(logprobs=logprobs, top=alternatives))
+        return scores
+
+
+def _top_logprobs(
+    model: Any, input_ids: torch.Tensor, attention: torch.Tensor, k: int, temperature: float, chunk_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, ids), each [B, L - 1, k]: the k most likely next tokens after each prefix, chunked over
+    positions so that only chunk × vocab logits exist at a time."""
+    from posttrain.rl.logprobs import split_base_and_head
+
+    base, head = split_base_and_head(model)
+    hidden = base(input_ids=input_ids, attention_mask=attention).last_hidden_state[:, :-1]
+    values, ids = [], []
+    for start in range(0, hidden.shape[1], chunk_size):
+        logprobs = torch.log_softmax(head(hidden[:, start : start + chunk_size]).float() / temperature, dim=-1)
+        chunk = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
+        values.append(chunk.values.cpu())
+        ids.append(chunk.indices.cpu())
+    return torch.cat(values, dim=1), torch.cat(ids, dim=1)
+
+
+def _pairs(
+    top: tuple[torch.Tensor, torch.Tensor], row: int, sequence: Sequence[int], logprobs: list[float]
+) -> list[list[tuple[int, float]]]:
+    """Alternatives per position; the scored token, when among them, carries exactly its own log-prob (clients
+    such as lm-eval test `logprob == max(alternatives)` to call a continuation greedy)."""
+    count = len(logprobs)
+    values, ids = top[0][row, :count].tolist(), top[1][row, :count].tolist()
+    return [
+        [(i, logprobs[t] if i == sequence[t + 1] else v) for i, v in zip(ids[t], values[t], strict=True)]
+        for t in range(count)
+    ]

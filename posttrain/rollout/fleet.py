@@ -26,7 +26,7 @@ from posttrain.models import check_model_path, load_tokenizer
 from posttrain.rollout.backend import Fleet
 from posttrain.rollout.config import RayConfig, RolloutConfig
 from posttrain.rollout.session import init_ray, shutdown_ray
-from posttrain.rollout.types import Request, Rollout
+from posttrain.rollout.types import Request, Rollout, TokenScores
 from posttrain.rollout.weight_sync import WEIGHT_SYNC
 from posttrain.rollout.worker import RolloutWorker
 
@@ -218,6 +218,26 @@ class RolloutFleet(Fleet):
         if self._owns_ray:
             shutdown_ray()
             self._owns_ray = False
+
+    def score(
+        self, sequences: Sequence[Sequence[int]], *, temperature: float = 1.0, top_logprobs: int = 0
+    ) -> list[TokenScores]:
+        """Teacher-forced log-probs (see `Engine.score`), the sequences split evenly over the workers.
+
+        Unlike `generate`, a worker that dies here is not replaced: the call raises.
+        """
+        import ray
+
+        share = -(-len(sequences) // len(self.workers)) if sequences else 1
+        parts = [list(sequences[i : i + share]) for i in range(0, len(sequences), share)]
+        refs = [
+            worker.score.remote(part, temperature=temperature, top_logprobs=top_logprobs)
+            for worker, part in zip(self.workers, parts, strict=False)
+        ]
+        try:
+            return [scores for part in ray.get(refs) for scores in part]
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
 
     def __enter__(self) -> RolloutFleet:
         return self

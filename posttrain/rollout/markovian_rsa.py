@@ -164,7 +164,7 @@ def round_params(t: int, cfg: RSAConfig, sampling: SamplingParams) -> SamplingPa
         max_new_tokens=cfg.beta,
         temperature=cfg.final_temperature if final else sampling.temperature,
         top_p=cfg.final_top_p if final else sampling.top_p,
-        top_k=sampling.top_k,
+        top_k=cfg.final_top_k if final and cfg.final_top_k is not None else sampling.top_k,
         stop=sampling.stop,
     )
 

@@ -64,3 +64,15 @@ class Rollout:
     policy_version: int
     worker_id: str
     params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class TokenScores:
+    """Teacher-forced log-probs of a token sequence: entry t scores token t + 1 given the tokens before it.
+
+    `top[t]` holds the most likely (token id, log-prob) pairs at that position, most likely first; it is
+    empty unless the caller asked for alternatives.
+    """
+
+    logprobs: list[float]
+    top: list[list[tuple[int, float]]]

@@ -16,7 +16,7 @@ import transformers
 
 from posttrain.rollout.chat import encode_messages
 from posttrain.rollout.engine import build_engine
-from posttrain.rollout.types import Request, Rollout, SamplingParams
+from posttrain.rollout.types import Request, Rollout, SamplingParams, TokenScores
 
 
 class RolloutWorker:
@@ -82,3 +82,9 @@ class RolloutWorker:
                     params=params,
                 )
         return rollouts
+
+    def score(
+        self, sequences: Sequence[Sequence[int]], *, temperature: float = 1.0, top_logprobs: int = 0
+    ) -> list[TokenScores]:
+        """Teacher-forced log-probs of whole sequences (see `Engine.score`)."""
+        return self.engine.score(sequences, temperature=temperature, top_logprobs=top_logprobs)
