@@ -7,6 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Triton reads TRITON_INTERPRET when a kernel (or triton.language itself) is first imported, so it is set for the
+# whole session before anything can import triton: the kernel tests run on CPU tensors in its interpreter.
+# `kernels=auto` still picks torch on a CPU; the interpreter is only ever used where a test asks for triton.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import pytest
 import torch
 
