@@ -67,6 +67,19 @@ def register_env(cls: E | None = None, *, name: str | None = None, source: str =
     return wrap(cls) if cls is not None else wrap
 
 
+def runtime_registrations() -> dict[str, tuple[type[Env], str]]:
+    """Envs registered in this process beyond the builtin ones: what a pool worker must be handed.
+
+    A worker never imports the user's script, so an env that script registers reaches the worker only
+    this way (its class travels by value when it lives in `__main__`).
+    """
+    return {name: entry for name, entry in _REGISTRY.items() if entry[1] != "builtin"}
+
+
+def add_registrations(entries: dict[str, tuple[type[Env], str]]) -> None:
+    _REGISTRY.update(entries)
+
+
 def _load_builtin() -> None:
     if not _loaded["builtin"]:
         _loaded["builtin"] = True

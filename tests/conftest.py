@@ -28,6 +28,22 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     )
 
 
+def run_python(code: str, cwd: Path, *, how: str = "script", timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `code` as a user's plain program: a script file (`how="script"`), `python -c`, or fed on stdin."""
+    argv, stdin = [sys.executable], None
+    if how == "script":
+        (cwd / "user_script.py").write_text(code)
+        argv.append("user_script.py")
+    elif how == "-c":
+        argv += ["-c", code]
+    else:
+        argv.append("-")
+        stdin = code
+    return subprocess.run(
+        argv, cwd=cwd, env=cli_env(), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 @pytest.fixture
 def cli():
     return run_cli
