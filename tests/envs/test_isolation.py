@@ -139,3 +139,21 @@ def test_a_script_whose_envs_all_fail_exits_non_zero(tmp_path: Path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("posttrain.envs.isolation.AllEnvsQuarantined: every requested env is quarantined: ")
     assert "worker crashed (exit code 3)" in last
+
+
+def test_an_env_registered_in_the_users_script_reaches_the_workers(tmp_path: Path):
+    """Workers never import the script, so the pool hands them the class (by value, as it lives in __main__)."""
+    code = (
+        "from posttrain.envs import Env, EnvPool, EnvsConfig, register_env\n"
+        "@register_env\n"
+        "class Echo(Env):\n"
+        "    name = 'script_echo'\n"
+        "    def generate(self, seed, difficulty):\n"
+        "        return self.problem(seed, difficulty, f'Say {seed}.', str(seed))\n"
+        "with EnvPool(EnvsConfig(workers=1)) as pool:\n"
+        "    (problem,) = pool.generate_many([('script_echo', 7, 0)])\n"
+        "    right, wrong = pool.verify_many([(problem, '<answer>7</answer>'), (problem, '<answer>8</answer>')])\n"
+        "print(problem.prompt, right.correct, wrong.correct)\n"
+    )
+    done = run_python(code, tmp_path, how="-c")
+    assert (done.returncode, done.stdout) == (0, "Say 7. True False\n"), done.stderr[-3000:]
