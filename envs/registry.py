@@ -166,7 +166,10 @@ def suggest_adapter_name(prefix: str, name: str, names: list[str]) -> UserError:
 
 
 def list_envs(source: str | None = None) -> list[EnvSpec]:
-    """Specs of all envs, or only those of one source. Adapters are imported only when asked for."""
+    """Specs of every env (builtin, plugins, then the rlve and rg adapters), or only those of one source.
+
+    Adapter listings come from a cache computed once per upstream version, so listing imports no gym.
+    """
     if source is not None and source not in SOURCES:
         raise UserError(f"unknown env source {source!r}; choose one of {', '.join(SOURCES)}")
     specs = [
@@ -175,7 +178,7 @@ def list_envs(source: str | None = None) -> list[EnvSpec]:
         if source in (None, src)
     ]
     for prefix in ("rlve", "rg"):
-        if source == prefix:
+        if source in (None, prefix):
             specs.extend(_adapter(prefix).specs())
     return specs
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import Any
 
-from posttrain.envs.adapters.common import broken_upstream, preserve_global_rng
+from posttrain.envs.adapters.common import broken_upstream, cached_listing, preserve_global_rng
 from posttrain.envs.api import ANSWER_REQUEST, Env, Problem, Verdict
 from posttrain.envs.registry import EnvSpec, suggest_adapter_name
 
@@ -50,7 +50,8 @@ def make(spec: str) -> Env:
 
 def specs() -> list[EnvSpec]:
     broken = broken_upstream("rg")
-    return [EnvSpec(f"rg:{n}", "rg", ("reasoning-gym",), 0, max_level(n), broken.get(n)) for n in names()]
+    listed = cached_listing("rg", "reasoning-gym", lambda: [[n, max_level(n)] for n in names()])
+    return [EnvSpec(f"rg:{n}", "rg", ("reasoning-gym",), 0, top, broken.get(n)) for n, top in listed]
 
 
 @lru_cache(maxsize=256)
