@@ -177,9 +177,13 @@ class ProcessPool:
 
     def _receive(self, slot: int, elapsed: float) -> CallResult:
         try:
-            ok, payload, trace = cloudpickle.loads(self._workers[slot].conn.recv_bytes())
+            data = self._workers[slot].conn.recv_bytes()
         except (EOFError, OSError):
             return CallResult(False, error=self._crashed(slot), seconds=elapsed)
+        try:
+            ok, payload, trace = cloudpickle.loads(data)
+        except Exception as exc:  # e.g. a result whose class this process cannot import
+            return CallResult(False, error=f"cannot read the result: {one_line(exc)}", seconds=elapsed)
         if ok:
             return CallResult(True, payload, seconds=elapsed)
         return CallResult(False, error=payload, seconds=elapsed, traceback=trace)
