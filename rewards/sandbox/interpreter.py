@@ -63,8 +63,11 @@ def unprivileged_interpreter() -> Interpreter | None:
     host = Interpreter(host_interpreter())
     if runs_unprivileged(host):
         return host
-    mirror = _mirror()
-    return mirror if mirror is not None and runs_unprivileged(mirror) else None
+    for rebuild in (False, True):  # a mirror a temp-dir cleaner has thinned out is built again, once
+        mirror = _mirror(rebuild)
+        if mirror is not None and runs_unprivileged(mirror):
+            return mirror
+    return None
 
 
 def _sources() -> tuple[Path, Path, Path | None]:
@@ -78,7 +81,7 @@ def _sources() -> tuple[Path, Path, Path | None]:
     return prefix, stdlib, shared
 
 
-def _mirror() -> Interpreter | None:
+def _mirror(rebuild: bool = False) -> Interpreter | None:
     """The root-owned mirror under the temp dir, built on first use; None where it cannot be made."""
     prefix, stdlib, shared = _sources()
     executable = Path(host_interpreter())
@@ -87,6 +90,8 @@ def _mirror() -> Interpreter | None:
     stat = executable.stat()
     key = hashlib.sha256(f"{executable}:{stat.st_size}:{stat.st_mtime_ns}:{sys.version}".encode()).hexdigest()[:16]
     root = Path(tempfile.gettempdir()) / f"posttrain-sandbox-python-{key}"
+    if rebuild and _owned_by_us_only(root):
+        shutil.rmtree(root, ignore_errors=True)
     if not root.exists():
         with contextlib.suppress(OSError):
             _build(root, executable, prefix, stdlib, shared)

@@ -6,6 +6,8 @@ import gzip
 import json
 import logging
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +221,23 @@ def test_rlimits_refuses_with_one_line_when_no_interpreter_is_reachable(
         assert "\n" not in str(refused.value)
     with pytest.raises(UserError, match="never run as root"):
         run_code("x = 1", "assert x == 1")
+
+
+@as_root
+def test_a_mirror_damaged_by_a_temp_cleaner_is_rebuilt(fresh_levels: None) -> None:
+    if runs_unprivileged(Interpreter(host_interpreter())):
+        pytest.skip("any uid can run this interpreter, so no mirror is made")
+    shared = Path(tempfile.mkdtemp(prefix="posttrain-test-tmp-", dir="/tmp"))  # reachable by every uid
+    shared.chmod(0o755)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(shared))
+            mirror = unprivileged_interpreter()
+            assert mirror is not None and Path(mirror.path).is_relative_to(shared)
+            stdlib = Path(mirror.path).parents[1] / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            (stdlib / "encodings" / "__init__.py").unlink()
+            assert not runs_unprivileged(mirror)
+            unprivileged_interpreter.cache_clear()
+            assert unprivileged_interpreter() == mirror and runs_unprivileged(mirror)
+    finally:
+        shutil.rmtree(shared)
