@@ -9,10 +9,11 @@
 from posttrain.envs.api import Env, Malformed, Problem, Verdict, ask
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.envs.curricula import Curriculum, make_curriculum
-from posttrain.envs.isolation import EnvPool
+from posttrain.envs.isolation import AllEnvsQuarantined, EnvPool
 from posttrain.envs.registry import EnvSpec, env_label, expand_names, list_envs, make_env, register_env
 
 __all__ = [
+    "AllEnvsQuarantined",
     "Curriculum",
     "CurriculumConfig",
     "Env",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from typing import Any
 
 from posttrain.envs.config import EnvsConfig
@@ -22,7 +23,7 @@ def register(subparsers: Any) -> None:
     commands = envs.add_subparsers(dest="envs_command", metavar="{list,try}", required=True)
 
     listing = commands.add_parser("list", help="name, source, tags and difficulty range of every env")
-    listing.add_argument("--source", choices=SOURCES, help="only envs of this source (rlve/rg list the adapters)")
+    listing.add_argument("--source", choices=SOURCES, help="only envs of this source (default: all of them)")
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     listing.set_defaults(func=list_command)
 
@@ -40,6 +41,12 @@ def _difficulty_range(spec: EnvSpec) -> str:
     return f"{spec.min_difficulty}..{'inf' if spec.max_difficulty is None else spec.max_difficulty}"
 
 
+def _counts(specs: list[EnvSpec]) -> str:
+    per_source = Counter(spec.source for spec in specs)
+    counts = [f"{per_source[source]} {source}" for source in SOURCES if per_source[source]]
+    return f"{len(specs)} envs: {', '.join(counts)}"
+
+
 def list_command(args: argparse.Namespace) -> int:
     specs = list_envs(args.source)
     if args.json:
@@ -53,13 +60,14 @@ def list_command(args: argparse.Namespace) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("name", "source", "tags", "difficulty", "note")
+        table = Table("name", "source", "tags", "difficulty", "note", caption=_counts(specs))
         for row in rows:
             table.add_row(*row)
         Console().print(table)
     else:
         for row in rows:
             print("\t".join(row).rstrip())
+        print(_counts(specs))
     return 0
 
 
@@ -68,7 +76,10 @@ def try_command(args: argparse.Namespace) -> int:
         raise UserError("--difficulty must be >= 0")
     if args.timeout <= 0:
         raise UserError("--timeout must be > 0")
-    make_env(args.name)  # an unknown name fails here, with a suggestion
+    top = make_env(args.name).max_difficulty  # an unknown name fails here, with a suggestion
+    if top is not None and args.difficulty > top:
+        print(f"note: {args.name} goes up to difficulty {top}; --difficulty {args.difficulty} gives a difficulty-{top} "
+              "problem", file=sys.stderr)
     config = EnvsConfig([args.name], workers=1, generate_timeout_s=args.timeout, verify_timeout_s=args.timeout)
     with EnvPool(config) as pool:
         (problem,) = pool.generate_many([(args.name, args.seed, args.difficulty)])

@@ -3,12 +3,15 @@
 Everything an env does runs in `posttrain.procpool.ProcessPool` workers with a hard per-call timeout, so
 an env that hangs, crashes its process, raises or returns garbage costs one failed item, never the run:
 generation yields `None` for that request, verification a reward-0 `Verdict` with the error in `info`.
-After `quarantine_after` such failures an env is quarantined (logged by name) and skipped from then on.
+After `quarantine_after` such failures an env is quarantined (logged by name) and skipped from then on;
+a request whose envs are all quarantined raises `AllEnvsQuarantined` rather than returning only Nones.
 Model output is never an env failure: empty, huge or binary completions are format failures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -16,12 +19,16 @@ from typing import Any
 
 from posttrain.envs.api import Env, Problem, Verdict
 from posttrain.envs.config import EnvsConfig
-from posttrain.envs.registry import make_env
+from posttrain.envs.registry import add_registrations, make_env, runtime_registrations
 from posttrain.procpool import CallResult, ProcessPool
 
 log = logging.getLogger("posttrain.envs")
 
 _ENVS: dict[str, Env] = {}  # per worker process
+
+
+class AllEnvsQuarantined(RuntimeError):
+    """Every env a request asked for has failed `quarantine_after` times: nothing can be generated."""
 
 
 def _env(name: str) -> Env:
@@ -30,9 +37,15 @@ def _env(name: str) -> Env:
     return _ENVS[name]
 
 
-def _warm(names: list[str]) -> None:
-    for name in names:
-        _env(name)
+def _prepare_worker(registrations: dict[str, tuple[type[Env], str]], warm: list[str]) -> None:
+    """Worker initializer: the caller's registered envs, then heavy adapter imports outside any deadline.
+
+    A name that fails to build here fails again, and is counted, on its first real call.
+    """
+    add_registrations(registrations)
+    for name in warm:
+        with contextlib.suppress(Exception):
+            _env(name)
 
 
 def _generate(name: str, seed: int, difficulty: int) -> dict[str, Any]:
@@ -73,12 +86,11 @@ class EnvPool:
 
     def __init__(self, config: EnvsConfig | None = None, *, warm: Sequence[str] = ()) -> None:
         self.config = config or EnvsConfig()
-        self.pool = ProcessPool(self.config.workers, timeout_s=self.config.verify_timeout_s)
+        prepare = functools.partial(_prepare_worker, runtime_registrations(), list(warm))
+        self.pool = ProcessPool(self.config.workers, timeout_s=self.config.verify_timeout_s, initializer=prepare)
         self.failures: Counter[str] = Counter()
-        self.last_error: dict[str, str] = {}  # env name -> its latest failure
+        self.last_error: dict[str, str] = {}  # env name -> its latest failure (one line)
         self.quarantined: dict[str, str] = {}  # env name -> the error that tipped it over
-        if warm:  # import heavy adapters once per worker, outside any per-call deadline
-            self.pool.map(_warm, [(list(warm),)] * self.config.workers, timeout_s=300)
 
     def generate_many(self, requests: Sequence[tuple[str, int, int]]) -> list[Problem | None]:
         """One `Problem` per (env, seed, difficulty), or None where the env failed or is quarantined."""
@@ -92,7 +104,11 @@ class EnvPool:
             try:
                 out[i] = _as_problem(result, name, seed, difficulty)
             except Exception as exc:
-                self._fail(name, f"generate(seed={seed}, difficulty={difficulty}): {exc}")
+                self._fail(name, f"generate(seed={seed}, difficulty={difficulty}): {exc}", result.traceback)
+        names = {name for name, _, _ in requests}
+        if names and names <= self.quarantined.keys() and not any(out):
+            reasons = "; ".join(f"{name} ({self.quarantined[name]})" for name in sorted(names))
+            raise AllEnvsQuarantined(f"every requested env is quarantined: {reasons}")
         return out
 
     def verify_many(self, pairs: Sequence[tuple[Problem, Any]]) -> list[Verdict]:
@@ -119,7 +135,7 @@ class EnvPool:
                 if "error" in out[i].info:  # the env's own verifier reported a bug
                     self._fail(pairs[i][0].env, f"verify: {out[i].info['error']}")
             except Exception as exc:
-                self._fail(pairs[i][0].env, f"verify: {exc}")
+                self._fail(pairs[i][0].env, f"verify: {exc}", result.traceback)
                 out[i] = Verdict.error(str(exc))
         return [v if v is not None else Verdict.error("not verified") for v in out]
 
@@ -128,12 +144,13 @@ class EnvPool:
         results = self.pool.map(_solve, [(p.to_dict(),) for p in problems], timeout_s=self.config.generate_timeout_s)
         return [r.value if r.ok and isinstance(r.value, str) else None for r in results]
 
-    def _fail(self, name: str, message: str) -> None:
+    def _fail(self, name: str, message: str, trace: str | None = None) -> None:
         self.failures[name] += 1
         self.last_error[name] = message
         if name not in self.quarantined and self.failures[name] >= self.config.quarantine_after:
             self.quarantined[name] = message
-            log.warning("env %s quarantined after %d failures; last: %s", name, self.failures[name], message[:500])
+            detail = f"\n{trace}" if trace else ""
+            log.warning("env %s quarantined after %d failures; last: %s%s", name, self.failures[name], message, detail)
 
     def close(self) -> None:
         self.pool.close()

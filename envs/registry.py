@@ -68,6 +68,19 @@ def register_env(cls: E | None = None, *, name: str | None = None, source: str =
     return wrap(cls) if cls is not None else wrap
 
 
+def runtime_registrations() -> dict[str, tuple[type[Env], str]]:
+    """Envs registered in this process beyond the builtin ones: what a pool worker must be handed.
+
+    A worker never imports the user's script, so an env that script registers reaches the worker only
+    this way (its class travels by value when it lives in `__main__`).
+    """
+    return {name: entry for name, entry in _REGISTRY.items() if entry[1] != "builtin"}
+
+
+def add_registrations(entries: dict[str, tuple[type[Env], str]]) -> None:
+    _REGISTRY.update(entries)
+
+
 def _load_builtin() -> None:
     if not _loaded["builtin"]:
         _loaded["builtin"] = True
@@ -167,7 +180,10 @@ def suggest_adapter_name(prefix: str, name: str, names: list[str]) -> UserError:
 
 
 def list_envs(source: str | None = None) -> list[EnvSpec]:
-    """Specs of all envs, or only those of one source. Adapters are imported only when asked for."""
+    """Specs of every env (builtin, plugins, then the rlve and rg adapters), or only those of one source.
+
+    Adapter listings come from a cache computed once per upstream version, so listing imports no gym.
+    """
     if source is not None and source not in SOURCES:
         raise UserError(f"unknown env source {source!r}; choose one of {', '.join(SOURCES)}")
     specs = [
@@ -176,7 +192,7 @@ def list_envs(source: str | None = None) -> list[EnvSpec]:
         if source in (None, src)
     ]
     for prefix in ("rlve", "rg"):
-        if source == prefix:
+        if source in (None, prefix):
             specs.extend(_adapter(prefix).specs())
     return specs
 

@@ -7,22 +7,29 @@ no answer to find.
 
 from __future__ import annotations
 
+import re
+
 MAX_ANSWER_CHARS = 10_000
 
 
 def last_tagged(text: str, tag: str = "answer") -> str | None:
-    """Content of the last complete `<tag>...</tag>` pair."""
+    """Content of the last well-formed `<tag>...</tag>` pair: an opening tag and the next closing tag with no
+    other tag of the same name between them.
+
+    So `<answer>120</answer></answer>` gives `120` (a stray closing tag is ignored) and
+    `<answer>draft <answer>5</answer>` gives `5` (an unclosed opening tag is ignored).
+    """
     if not isinstance(text, str):
         return None
-    open_tag, close_tag = f"<{tag}>", f"</{tag}>"
-    end = text.rfind(close_tag)
-    if end < 0:
+    found, opened = None, None
+    for match in re.finditer(f"<(/?){re.escape(tag)}>", text):
+        if not match.group(1):
+            opened = match.end()  # a later opening tag replaces an unclosed earlier one
+        elif opened is not None:
+            found, opened = (opened, match.start()), None
+    if found is None:
         return None
-    start = text.rfind(open_tag, 0, end)
-    if start < 0:
-        return None
-    content = text[start + len(open_tag) : end].strip()
-    return content[:MAX_ANSWER_CHARS]
+    return text[found[0] : found[1]].strip()[:MAX_ANSWER_CHARS]
 
 
 def last_boxed(text: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -110,16 +111,21 @@ def grade(gold: str, predicted: str) -> bool:
 
 
 class _SharedPool:
-    """One lazily started grading pool per process, so single `math_equal` calls don't pay a spawn each."""
+    """One lazily started grading pool per process, so single `math_equal` calls don't start a worker each.
+
+    A forked child (a DataLoader worker, say) must not share its parent's worker pipes: it starts its own.
+    """
 
     def __init__(self) -> None:
         self._pool: ProcessPool | None = None
+        self._owner = 0
         self._lock = threading.Lock()
 
     def get(self, num_workers: int = 2) -> ProcessPool:
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._owner != os.getpid():
                 self._pool = ProcessPool(num_workers, timeout_s=DEFAULT_TIMEOUT_S, initializer=_quiet_math_verify)
+                self._owner = os.getpid()
                 atexit.register(self._pool.close)
             return self._pool
 

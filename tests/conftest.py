@@ -22,14 +22,32 @@ def cli_env() -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "posttrain.cli", *args],
         cwd=cwd,
-        env=cli_env(),
+        env={**cli_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def run_python(code: str, cwd: Path, *, how: str = "script", timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `code` as a user's plain program: a script file (`how="script"`), `python -c`, or fed on stdin."""
+    argv, stdin = [sys.executable], None
+    if how == "script":
+        (cwd / "user_script.py").write_text(code)
+        argv.append("user_script.py")
+    elif how == "-c":
+        argv += ["-c", code]
+    else:
+        argv.append("-")
+        stdin = code
+    return subprocess.run(
+        argv, cwd=cwd, env=cli_env(), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 

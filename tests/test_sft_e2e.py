@@ -46,8 +46,14 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
     assert type(model).__name__ == "ZayaForCausalLM"
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 1+2?"}], add_generation_prompt=True)
     ids = tokenizer(prompt if isinstance(prompt, str) else tokenizer.decode(prompt), return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=5, do_sample=False)
-    assert out.shape[1] == ids.shape[1] + 5 or out[0, -1].item() == tokenizer.eos_token_id
+    # final/ holds every weight: the same architecture fed the raw safetensors gives the same logits
+    # (a weight from_pretrained could not find would be freshly initialised, differently in each model).
+    rebuilt = AutoModelForCausalLM.from_config(model.config)
+    missing, unexpected = rebuilt.load_state_dict(weights(run_dir / "final"), strict=False)
+    assert unexpected == [] and set(missing) <= ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
+    rebuilt.tie_weights()
+    with torch.no_grad():  # float noise only: a freshly initialised weight would move logits by whole units
+        torch.testing.assert_close(model.eval()(ids).logits, rebuilt.eval()(ids).logits, rtol=0, atol=1e-5)
 
     # ZAYA's routers were balanced after every step: the expert biases left their zero init.
     assert any(bool(b[:-1].abs().gt(0).any()) for name, b in weights(run_dir / "final").items() if "balancing" in name)

@@ -1,4 +1,4 @@
-"""What both adapters need: global-RNG quarantine, the broken-upstream list, and the shared verdict rule."""
+"""What both adapters need: global-RNG quarantine, the broken-upstream list, and a cached env listing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 import os
 import random
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,31 @@ def jsonable(value: Any) -> Any:
         return sorted(v, key=repr) if isinstance(v, set | frozenset) else repr(v)
 
     return json.loads(json.dumps(value, default=fallback))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "posttrain"
+
+
+def cached_listing(source: str, package: str, compute: Callable[[], list]) -> list:
+    """`compute()` (a JSON-able list), computed once per installed version of `package` and of posttrain.
+
+    Listing an upstream gym means importing it, which takes seconds; `posttrain envs list` should not.
+    An unreadable or corrupt cache is recomputed; an unwritable one is skipped.
+    """
+    try:
+        key = f"{source}-{version(package)}-posttrain-{version('posttrain')}"
+    except PackageNotFoundError:
+        return compute()
+    path = cache_dir() / "env-specs" / f"{key}.json"
+    with contextlib.suppress(OSError, ValueError):
+        listing = json.loads(path.read_text())
+        if isinstance(listing, list):
+            return listing
+    listing = compute()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.{os.getpid()}")
+        staging.write_text(json.dumps(listing))
+        staging.replace(path)
+    return listing

@@ -3,6 +3,9 @@
 Level d sets every curriculum attribute to its level-d band (`UPPER_BOUND` mode, so each level is its own
 difficulty, not a mix of all easier ones); datasets without a curriculum have only difficulty 0.
 
+`verify` regenerates the item from (seed, level), so a prompt that comes back different (an upstream
+generator that depends on the process, e.g. on PYTHONHASHSEED) is reported as an env error.
+
 Scoring is strict by default. reasoning-gym's default `score_answer` pays len(oracle)/len(answer) to an
 answer that merely contains the oracle, so "5 or 6 or 7" earns credit for "6". Strict mode (`rg:NAME`)
 counts an answer correct only when the dataset scores it 1.0 and it is not the oracle padded with other
@@ -14,7 +17,7 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import Any
 
-from posttrain.envs.adapters.common import broken_upstream, preserve_global_rng
+from posttrain.envs.adapters.common import broken_upstream, cached_listing, preserve_global_rng
 from posttrain.envs.api import ANSWER_REQUEST, Env, Problem, Verdict
 from posttrain.envs.registry import EnvSpec, suggest_adapter_name
 
@@ -23,7 +26,8 @@ EPS = 1e-9
 
 @cache
 def _factory() -> Any:
-    import reasoning_gym.factory as factory
+    with preserve_global_rng():  # importing reasoning-gym draws from (and reseeds) the global RNGs
+        import reasoning_gym.factory as factory
 
     return factory
 
@@ -54,7 +58,8 @@ def make(spec: str) -> Env:
 
 def specs() -> list[EnvSpec]:
     broken = broken_upstream("rg")
-    return [EnvSpec(f"rg:{n}", "rg", ("reasoning-gym",), 0, max_level(n), broken.get(n)) for n in names()]
+    listed = cached_listing("rg", "reasoning-gym", lambda: [[n, max_level(n)] for n in names()])
+    return [EnvSpec(f"rg:{n}", "rg", ("reasoning-gym",), 0, top, broken.get(n)) for n, top in listed]
 
 
 @lru_cache(maxsize=256)
@@ -91,6 +96,15 @@ class ReasoningGymEnv(Env):
         prompt = f"{item['question'].rstrip()}\n{ANSWER_REQUEST}"
         reference = None if item["answer"] is None else str(item["answer"])  # None: many answers are right
         return self.problem(seed, difficulty, prompt, reference, level=level)
+
+    def verify(self, problem: Problem, completion: Any) -> Verdict:
+        try:
+            _, item = _entry(self.dataset, int(problem.seed), int(problem.params["level"]))
+        except Exception as exc:
+            return Verdict.error(f"regeneration failed: {type(exc).__name__}: {exc}")
+        if f"{item['question'].rstrip()}\n{ANSWER_REQUEST}" != problem.prompt:
+            return Verdict.error("regenerated prompt differs: upstream generator is not deterministic")
+        return super().verify(problem, completion)
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         dataset, item = _entry(self.dataset, int(problem.seed), int(problem.params["level"]))

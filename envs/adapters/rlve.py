@@ -19,7 +19,7 @@ import random
 from functools import cache, lru_cache
 from typing import Any
 
-from posttrain.envs.adapters.common import broken_upstream, jsonable, preserve_global_rng
+from posttrain.envs.adapters.common import broken_upstream, cached_listing, jsonable, preserve_global_rng
 from posttrain.envs.api import ANSWER_REQUEST, Env, Problem, Verdict
 from posttrain.envs.registry import EnvSpec, suggest_adapter_name
 
@@ -46,7 +46,8 @@ def make(identifier: str) -> Env:
 
 def specs() -> list[EnvSpec]:
     broken = broken_upstream("rlve")
-    return [EnvSpec(f"rlve:{i}", "rlve", ("rlve-gym",), 0, None, broken.get(i)) for i in identifiers()]
+    listed = cached_listing("rlve", "rlve-gym", identifiers)
+    return [EnvSpec(f"rlve:{i}", "rlve", ("rlve-gym",), 0, None, broken.get(i)) for i in listed]
 
 
 @lru_cache(maxsize=256)

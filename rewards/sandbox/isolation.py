@@ -5,9 +5,10 @@ Strongest first:
   the interpreter and system libraries, with a size-limited tmpfs `/tmp`;
 - `unshare`: (root only) util-linux `unshare` gives mount/pid/net/ipc/uts namespaces and our jail builds
   the same minimal root itself and drops every child to a throwaway uid;
-- `rlimits`: no namespaces: resource limits and (as root) a throwaway uid only. The network and the
-  host's world-readable files stay reachable and a daemon that re-parents itself may survive, so this
-  level logs a loud warning.
+- `rlimits`: no namespaces: resource limits and, as root, a throwaway uid only (never root: when that uid
+  cannot reach the interpreter, it runs a mirror of it, see `interpreter.py`, and if even that fails the
+  level is unavailable). The network and the host's world-readable files stay reachable and, when not
+  root, a daemon that re-parents itself may survive, so this level logs a loud warning.
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from posttrain.errors import UserError
+from posttrain.rewards.sandbox.interpreter import host_interpreter, unprivileged_interpreter
+
 LEVELS = ("bwrap", "unshare", "rlimits")
 _LOG = logging.getLogger("posttrain.rewards.sandbox")
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf")
-
-
-def python_executable() -> str:
-    """The base interpreter (not a venv's), so the sandbox sees only the standard library's install."""
-    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+NO_SAFE_LEVEL = (
+    "no safe code sandbox here: bubblewrap is missing or unusable, and as root the rlimits level has no "
+    "interpreter an unprivileged uid can run (untrusted code is never run as root); install bubblewrap "
+    "(e.g. apt-get install bubblewrap)"
+)
 
 
 def read_only_paths() -> tuple[list[str], list[tuple[str, str]]]:
@@ -41,7 +45,7 @@ def read_only_paths() -> tuple[list[str], list[tuple[str, str]]]:
     prefix = os.path.realpath(sys.base_prefix)
     if not prefix.startswith("/usr/"):
         paths.append(prefix)
-    executable_dir = os.path.dirname(python_executable())
+    executable_dir = os.path.dirname(host_interpreter())
     if not any(executable_dir == p or executable_dir.startswith(p + "/") for p in paths):
         paths.append(executable_dir)
     paths += [f for f in _ETC_FILES if os.path.isfile(f)]
@@ -63,7 +67,8 @@ def available_levels() -> tuple[str, ...]:
         found.append("bwrap")
     if os.geteuid() == 0 and shutil.which("unshare") and _probe(["unshare", *UNSHARE_FLAGS, "true"]):
         found.append("unshare")
-    found.append("rlimits")
+    if os.geteuid() != 0 or unprivileged_interpreter() is not None:
+        found.append("rlimits")
     return tuple(found)
 
 
@@ -72,8 +77,14 @@ UNSHARE_FLAGS = ("--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kil
 
 @functools.cache
 def isolation_level(requested: str = "auto") -> str:
-    """The level `run_code` uses: the strongest available for "auto", else the requested one if it works."""
+    """The level `run_code` uses: the strongest available for "auto", else the requested one if it works.
+
+    `UserError` (one line naming the fix) when no level can run code without root; `ValueError` for a
+    level that does not exist or is not available here.
+    """
     available = available_levels()
+    if (requested == "auto" and not available) or (requested == "rlimits" and requested not in available):
+        raise UserError(NO_SAFE_LEVEL)
     if requested == "auto":
         level = available[0]
     elif requested in available:
@@ -82,8 +93,9 @@ def isolation_level(requested: str = "auto") -> str:
         raise ValueError(f"sandbox isolation {requested!r} is not available here (available: {', '.join(available)})")
     if level == "rlimits":
         _LOG.warning(
-            "CODE SANDBOX IS WEAK: no bubblewrap and no unshare, so untrusted code runs with resource limits only; "
-            "it can reach the network and read world-readable host files. Install bubblewrap."
+            "CODE SANDBOX IS WEAK: isolation 'rlimits' has no namespaces, so untrusted code runs with resource limits "
+            "and an unprivileged uid only; it can reach the network and read world-readable host files. "
+            "Install bubblewrap."
         )
     else:
         _LOG.info("code sandbox isolation: %s", level)
@@ -106,7 +118,7 @@ def launch_command(level: str, tmpfs_mb: int) -> list[str]:
     """argv that runs the jail (its source passed with -c) under `level`."""
     jail = ["-I", "-c", (Path(__file__).parent / "jail.py").read_text()]
     if level == "bwrap":
-        return [*bwrap_command(tmpfs_mb), python_executable(), *jail]
+        return [*bwrap_command(tmpfs_mb), host_interpreter(), *jail]
     if level == "unshare":
-        return ["unshare", *UNSHARE_FLAGS, python_executable(), *jail]
-    return [python_executable(), *jail]
+        return ["unshare", *UNSHARE_FLAGS, host_interpreter(), *jail]
+    return [host_interpreter(), *jail]

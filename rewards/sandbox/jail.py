@@ -228,6 +228,7 @@ def run_case(job, uid, argv, stdin_path, expected):
     os.write(nonce_w, nonce.encode())
     os.close(nonce_w)
     env = {"PATH": "/usr/bin:/bin", "HOME": job["workdir"], "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.update(job["env"])
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = _spawn(
         [*argv, str(nonce_r), str(result_w)] if expected is None else argv,

@@ -22,7 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from posttrain.rewards.sandbox.isolation import isolation_level, launch_command, python_executable, read_only_paths
+from posttrain.rewards.sandbox.interpreter import Interpreter, host_interpreter, unprivileged_interpreter
+from posttrain.rewards.sandbox.isolation import isolation_level, launch_command, read_only_paths
 
 STATUSES = ("ok", "fail", "timeout", "memory", "error")
 MAX_PROGRAM_CHARS = 1_000_000
@@ -72,17 +73,21 @@ def _total(tests: str | Sequence[dict[str, Any]]) -> int:
 
 def _job(program: str, tests: Any, level: str, slot: int, timeout_s: float, memory_mb: int, workdir: str) -> dict:
     paths, symlinks = read_only_paths()
-    # Without bwrap, root drops each child to a throwaway uid, if that uid can still reach the interpreter.
-    as_root = os.geteuid() == 0 and level != "bwrap" and (level == "unshare" or _world_reachable(python_executable()))
+    # bwrap maps us to an unprivileged uid itself; otherwise root drops every case to a throwaway uid.
+    drop = os.geteuid() == 0 and level != "bwrap"
+    interpreter = Interpreter(host_interpreter())
+    if drop and level == "rlimits":
+        interpreter = unprivileged_interpreter()  # not None: isolation_level refused rlimits otherwise
     return {
         "nonce": secrets.token_hex(16),
         "program": program,
         "tests": tests,
-        "python": python_executable(),
+        "python": interpreter.path,
+        "env": interpreter.env,
         "workdir": workdir,
         "build_root": level == "unshare",
         "pid_namespace": level != "rlimits",
-        "uid": _UID_BASE + (os.getpid() % 100_000) * 64 + slot if as_root else None,
+        "uid": _UID_BASE + (os.getpid() % 100_000) * 64 + slot if drop else None,
         "ro_paths": paths,
         "symlinks": symlinks,
         "timeout_s": timeout_s,
@@ -92,13 +97,6 @@ def _job(program: str, tests: Any, level: str, slot: int, timeout_s: float, memo
         "max_procs": 64,
         "output_cap": 4 * 1024 * 1024,
     }
-
-
-def _world_reachable(path: str) -> bool:
-    """Whether any uid can execute `path`: every directory above it must be world-searchable."""
-    parts = os.path.realpath(path).split("/")
-    dirs = ["/".join(parts[:i]) or "/" for i in range(1, len(parts))]
-    return all(os.stat(d).st_mode & 0o001 for d in dirs) and bool(os.stat(path).st_mode & 0o001)
 
 
 def run_code(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import torch
 
 from posttrain.envs import EnvPool, EnvsConfig, list_envs, make_env
 from posttrain.envs.adapters.common import broken_upstream
+from tests.conftest import cli_env
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +33,7 @@ def _check_sample(pool: EnvPool, names: list[str], source: str) -> int:
     with_reference = [p for p in problems if p is not None and p.reference is not None]
     verdicts = pool.verify_many([(p, f"<answer>{p.reference}</answer>") for p in with_reference])
     wrong = {p.env for p, v in zip(with_reference, verdicts, strict=True) if not v.correct}
-    # Every failing reference is listed. A listed env may pass on one small sample: some upstream
-    # verifiers draw random test points (rg:polynomial_multiplication did, in one CI-like run).
-    assert wrong <= broken
+    assert wrong <= broken  # every failing reference is listed; the converse is the test below
     return len(with_reference)
 
 
@@ -99,3 +101,51 @@ def test_rg_difficulty_is_curriculum_level():
     assert env.generate(0, 500).params["level"] == 35
     counts = [len(env.generate(seed, d).prompt) for d in (0, 20) for seed in range(5)]
     assert sum(counts[5:]) > sum(counts[:5])  # more animals at higher levels
+
+
+PROMPTS = """
+import json, sys
+from posttrain.envs import make_env
+out = {}
+for name in sys.argv[1:]:
+    try:
+        out[name] = [make_env(name).generate(seed, 0).prompt for seed in range(3)]
+    except Exception as exc:
+        out[name] = type(exc).__name__
+print(json.dumps(out))
+"""
+
+
+def _prompts_under_hash_seed(names: list[str], hash_seed: int) -> dict:
+    env = {**cli_env(), "PYTHONHASHSEED": str(hash_seed)}
+    done = subprocess.run([sys.executable, "-c", PROMPTS, *names], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_every_listed_broken_env_really_fails():
+    """The converse of the sample checks above: a listed env must fail the way the sweep defines it (it does
+    not generate at d=0, its reference fails its own verifier, or its problem depends on the process)."""
+    listed = [f"{source}:{name}" for source in ("rlve", "rg") for name in broken_upstream(source)]
+    assert listed, "the broken list is empty"
+    first, second = _prompts_under_hash_seed(listed, 1), _prompts_under_hash_seed(listed, 2)
+    reasons = {}
+    for name in listed:
+        if isinstance(first[name], str):
+            reasons[name] = "does not generate"
+        elif first[name] != second[name]:
+            reasons[name] = "depends on the process"
+        else:
+            env = make_env(name)
+            problems = [env.generate(seed, 0) for seed in range(2)]
+            if any(not env.verify(p, f"<answer>{p.reference}</answer>").correct for p in problems if p.reference):
+                reasons[name] = "reference fails"
+    assert sorted(reasons) == sorted(listed), f"listed but working: {sorted(set(listed) - set(reasons))}"
+
+
+def test_rg_verify_reports_a_regenerated_prompt_that_differs():
+    env = make_env("rg:leg_counting")
+    problem = env.generate(3, 1)
+    problem.prompt = problem.prompt.replace("how many legs", "how few legs")
+    verdict = env.verify(problem, f"<answer>{problem.reference}</answer>")
+    assert verdict.reward == 0.0 and "not deterministic" in verdict.info["error"]

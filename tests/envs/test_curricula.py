@@ -104,6 +104,38 @@ def test_state_round_trip_resumes_exactly(kind: str):
     assert resumed.stats() == original.stats()
 
 
+@pytest.mark.parametrize("kind", ["rlve", "target", "fixed"])
+def test_a_disabled_env_stays_disabled_across_a_resume(kind: str):
+    original = make_curriculum(CurriculumConfig(kind=kind, min_samples=16), ["a", "b", "c"], seed=7)
+    run(original, lambda env, d: 0.5, steps=3)
+    original.disable("b")
+    resumed = make_curriculum(CurriculumConfig(kind=kind, min_samples=16), ["a", "b", "c"], seed=1)
+    resumed.load_state_dict(json.loads(json.dumps(original.state_dict())))
+    assert resumed.disabled == {"b"}
+    drawn = resumed.sample(300)
+    assert drawn == original.sample(300)  # the very draws the uninterrupted run makes
+    assert {env for env, _, _ in drawn} == {"a", "c"}
+
+
+def test_resume_into_a_changed_env_set_keeps_what_was_learned_and_starts_new_envs_fresh():
+    """rlve with a learner that always solves d < 3 and never d >= 3: h climbs to exactly 3 for every env."""
+    config = CurriculumConfig(kind="rlve", min_samples=16, window=4)
+    masters_below_3 = lambda env, d: 1.0 if d < 3 else 0.0  # noqa: E731
+    original = make_curriculum(config, ["a", "b", "c"], seed=7)
+    run(original, masters_below_3, steps=20)
+    assert original.stats() == {"curriculum/a": 3.0, "curriculum/b": 3.0, "curriculum/c": 3.0}
+    original.disable("a")
+    state = json.loads(json.dumps(original.state_dict()))
+    changed = make_curriculum(config, ["c", "d"], seed=7)  # a and b left the config, d is new
+    changed.load_state_dict(state)
+    assert changed.stats() == {"curriculum/c": 3.0, "curriculum/d": 0.0}
+    assert changed.disabled == set()  # a's disabling does not outlive a
+    drawn = changed.sample(400)
+    assert {env for env, _, _ in drawn} == {"c", "d"}
+    assert {d for env, _, d in drawn if env == "c"} == {0, 1, 2, 3}  # (h - window, h] with h = 3
+    assert {d for env, _, d in drawn if env == "d"} == {0}
+
+
 def test_curriculum_rng_is_its_own():
     curriculum = make_curriculum(CurriculumConfig(kind="target"), ["a"], seed=0)
     random.seed(123)

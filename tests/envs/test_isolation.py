@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import pytest
 
-from posttrain.envs import EnvPool, EnvsConfig, Problem, make_env
+from posttrain.envs import AllEnvsQuarantined, EnvPool, EnvsConfig, Problem, make_env
+from tests.conftest import run_python
 
 FAULTY = str(Path(__file__).with_name("faulty_envs.py"))
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "envs.md"
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,7 @@ def pool():
     config = EnvsConfig(
         workers=2, generate_timeout_s=3, verify_timeout_s=3, quarantine_after=2, max_completion_chars=20_000_000
     )
-    with EnvPool(config) as env_pool:
+    with EnvPool(config, warm=["rg:leg_counting"]) as env_pool:  # the adapter's import is not a generate call
         yield env_pool
 
 
@@ -58,6 +61,7 @@ def test_bad_verifiers_give_error_verdicts(pool: EnvPool):
 
 def test_hostile_completions_score_at_most_zero(pool: EnvPool):
     problems = pool.generate_many([(name, 3, 2) for name in ("add", "countdown", "maze", "rg:leg_counting")])
+    assert all(isinstance(p, Problem) for p in problems), pool.last_error  # else the checks below are vacuous
     rng = random.Random(0)
     hostile = [
         "",
@@ -76,6 +80,7 @@ def test_hostile_completions_score_at_most_zero(pool: EnvPool):
     verdicts = pool.verify_many(pairs)
     assert len(verdicts) == len(pairs)
     assert all(v.reward <= 0.0 and not v.correct for v in verdicts)
+    assert all("error" not in v.info for v in verdicts[:-1])  # judged as answers, not lost to an env error
     assert not pool.quarantined.keys() & {"add", "countdown", "maze", "rg:leg_counting"}  # model junk is no env fault
 
 
@@ -97,3 +102,58 @@ def test_solve_many_matches_oracle(pool: EnvPool):
 def test_problem_json_round_trip_crosses_the_pool(pool: EnvPool):
     problem = Problem.from_dict(make_env("knapsack").generate(9, 4).to_dict())
     assert pool.verify_many([(problem, f"<answer>{problem.reference}</answer>")])[0].correct
+
+
+def test_every_requested_env_quarantined_raises_instead_of_returning_nones():
+    crash, wrong = f"{FAULTY}:Crash", f"{FAULTY}:WrongProblem"
+    with EnvPool(EnvsConfig(workers=1, quarantine_after=2)) as pool:
+        assert pool.generate_many([(crash, 0, 0), ("add", 0, 0)])[0] is None  # one failure: not yet quarantined
+        mixed = pool.generate_many([(crash, 1, 0), ("add", 1, 0)])  # crash is now quarantined, add is healthy
+        assert mixed[0] is None and mixed[1] == make_env("add").generate(1, 0)
+        with pytest.raises(AllEnvsQuarantined, match=r"every requested env is quarantined: .*Crash \(generate"):
+            pool.generate_many([(crash, 2, 0)])
+        with pytest.raises(AllEnvsQuarantined, match="WrongProblem"):
+            pool.generate_many([(wrong, seed, 0) for seed in range(2)])  # both failures in one call
+
+
+def _docs_snippet(heading: str) -> str:
+    section = DOCS.read_text().split(heading, 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_docs_envpool_snippet_runs_as_a_plain_script(tmp_path: Path):
+    """The snippet has no `__main__` guard: workers must not re-import it (that used to crash every worker)."""
+    done = run_python(_docs_snippet("## Isolation: `EnvPool`"), tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stdout == "128 of 128 correct; quarantined: []\n"
+
+
+def test_a_script_whose_envs_all_fail_exits_non_zero(tmp_path: Path):
+    code = (
+        "from posttrain.envs import EnvPool, EnvsConfig\n"
+        f"with EnvPool(EnvsConfig(workers=1, quarantine_after=2)) as pool:\n"
+        f"    print(pool.generate_many([({FAULTY + ':Crash'!r}, seed, 0) for seed in range(4)]))\n"
+    )
+    done = run_python(code, tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("posttrain.envs.isolation.AllEnvsQuarantined: every requested env is quarantined: ")
+    assert "worker crashed (exit code 3)" in last
+
+
+def test_an_env_registered_in_the_users_script_reaches_the_workers(tmp_path: Path):
+    """Workers never import the script, so the pool hands them the class (by value, as it lives in __main__)."""
+    code = (
+        "from posttrain.envs import Env, EnvPool, EnvsConfig, register_env\n"
+        "@register_env\n"
+        "class Echo(Env):\n"
+        "    name = 'script_echo'\n"
+        "    def generate(self, seed, difficulty):\n"
+        "        return self.problem(seed, difficulty, f'Say {seed}.', str(seed))\n"
+        "with EnvPool(EnvsConfig(workers=1)) as pool:\n"
+        "    (problem,) = pool.generate_many([('script_echo', 7, 0)])\n"
+        "    right, wrong = pool.verify_many([(problem, '<answer>7</answer>'), (problem, '<answer>8</answer>')])\n"
+        "print(problem.prompt, right.correct, wrong.correct)\n"
+    )
+    done = run_python(code, tmp_path, how="-c")
+    assert (done.returncode, done.stdout) == (0, "Say 7. True False\n"), done.stderr[-3000:]

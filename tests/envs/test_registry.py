@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from posttrain.envs import Env, Problem, expand_names, list_envs, make_env, register_env
+from posttrain.envs import Env, Problem, expand_names, list_envs, make_env, register_env, registry
 from posttrain.errors import UserError
-from tests.conftest import run_cli
+from tests.conftest import cli_env, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "custom_env.py"
@@ -42,7 +42,13 @@ def test_unknown_name_suggests_the_closest():
         make_env("no_such_module_xyz:Env")
 
 
-def test_register_env_decorator():
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch):
+    """Registrations made by a test vanish with it instead of leaking into every later test's registry."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._registered()))
+
+
+def test_register_env_decorator(scratch_registry):
     @register_env(name="test_twice")
     class Twice(Env):
         def generate(self, seed: int, difficulty: int) -> Problem:
@@ -95,6 +101,9 @@ def test_module_class_and_entry_point(tmp_path: Path):
 
 
 def test_list_envs_sources_and_shorthands():
+    everything = list_envs()
+    assert len({s.name for s in everything}) == len(everything)
+    assert {s.source for s in everything} == {"builtin", "rlve", "rg"}
     builtin = list_envs("builtin")
     assert {s.source for s in builtin} == {"builtin"} and len(builtin) >= 16
     rlve = list_envs("rlve")
@@ -130,3 +139,67 @@ def test_try_survives_envs_that_hang_or_crash(env, args, message):
     """`envs try` runs the env in a killable worker, as training does: one error line, exit 2, no hang."""
     result = run_cli("envs", "try", f"tests/envs/faulty_envs.py:{env}", *args, cwd=REPO)
     assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_cli_lists_every_source_by_default_with_counts(tmp_path: Path):
+    cache = {"XDG_CACHE_HOME": str(tmp_path)}
+    as_json = run_cli("envs", "list", "--json", env=cache)
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    names = [row["name"] for row in rows]
+    rlve = [n for n in names if n.startswith("rlve:")]
+    rg = [n for n in names if n.startswith("rg:")]
+    builtin = [row["name"] for row in rows if row["source"] == "builtin"]
+    assert len(names) == len(set(names)) and len(rlve) == 400 and 100 <= len(rg) <= 120 and len(builtin) == 16
+    assert {"add", "rlve:TwoSAT", "rg:leg_counting"} <= set(names)
+    assert next(r for r in rows if r["name"] == "rg:leg_counting")["max_difficulty"] == 35  # see test_adapters
+    assert next(r for r in rows if r["name"] == "rlve:PolyaModel")["broken"]  # the broken list is applied
+    table = run_cli("envs", "list", env=cache)
+    lines = table.stdout.splitlines()
+    assert lines[-1] == f"{len(names)} envs: 16 builtin, 400 rlve, {len(rg)} rg"
+    assert [line.split("\t")[0] for line in lines[:-1]] == names
+    only_rg = run_cli("envs", "list", "--source", "rg", "--json", env=cache)
+    assert [row["name"] for row in json.loads(only_rg.stdout)] == rg
+
+
+def test_adapter_listing_is_cached_per_version_and_survives_a_corrupt_cache(tmp_path: Path):
+    """With the cache warm, listing every env imports neither gym; a corrupt cache is simply recomputed."""
+    probe = (
+        "import json, sys\n"
+        "from posttrain.envs import list_envs\n"
+        "specs = list_envs()\n"
+        "print(json.dumps([len(specs), 'Gym' in sys.modules, 'reasoning_gym' in sys.modules]))\n"
+    )
+
+    def listing() -> list:
+        env = {**cli_env(), "XDG_CACHE_HOME": str(tmp_path)}
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    cold = listing()
+    assert cold[1:] == [True, True]  # computed by importing the gyms
+    files = sorted((tmp_path / "posttrain" / "env-specs").glob("*.json"))
+    assert [f.name.split("-")[0] for f in files] == ["rg", "rlve"]
+    assert listing() == [cold[0], False, False]
+    files[0].write_text("{not json")
+    assert listing() == [cold[0], False, True]  # rg recomputed, rlve still cached
+
+
+def test_try_notes_a_clamped_difficulty_on_stderr():
+    result = run_cli("envs", "try", "knights_knaves", "--difficulty", "40", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "note: knights_knaves goes up to difficulty 20; --difficulty 40 gives a difficulty-20 problem\n"
+    )
+    reference = next(line for line in result.stdout.splitlines() if line.startswith("reference:")).split()[-1]
+    assert len(reference) == 2 + 20 // 2 and "correct=True" in result.stdout
+    within = run_cli("envs", "try", "knights_knaves", "--difficulty", "20", "--seed", "1")
+    assert within.returncode == 0 and within.stderr == ""
+
+
+def test_try_reports_an_upstream_failure_on_one_line():
+    result = run_cli("envs", "try", "rg:composite")  # listed as broken: fails to generate at level 0
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: rg:composite failed: generate(seed=0, difficulty=0): AssertionError")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import pytest
 
 from posttrain.rewards import grade_pairs, make_reward, math_equal
+from tests.conftest import run_python
 
 EQUAL = [
     ("1/2", "0.5"),
@@ -164,3 +167,49 @@ def test_math_reward_extracts_and_reports() -> None:
     assert out.metrics["math/extracted"] == pytest.approx(0.5)
     per_sample_gold = reward(["", ""], ["\\boxed{3}", "\\boxed{3}"], answer=["3", "4"])
     assert per_sample_gold.scores == [1.0, 0.0]
+
+
+# A slice of the table: plain equalities and the false positives math-verify alone would accept.
+SCRIPT_PAIRS = [*EQUAL[:4], *DIFFERENT[:4], ("1/2", "0.5000001"), ("2^{100}", "1267650600228229401496703205377")]
+SCRIPT_LABELS = [True] * 4 + [False] * 6
+
+UNGUARDED = """
+import json, threading
+from posttrain.rewards import math_equal
+pairs = json.loads({pairs!r})
+in_main = [math_equal(gold, predicted) for gold, predicted in pairs]
+in_threads = [None] * len(pairs)
+def grade(i):
+    in_threads[i] = math_equal(*pairs[i])
+threads = [threading.Thread(target=grade, args=(i,)) for i in range(len(pairs))]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps([in_main, in_threads]))
+"""
+
+IN_RAY = """
+import json, ray
+from posttrain.rewards import math_equal
+from posttrain.rollout.config import RayConfig
+from posttrain.rollout.session import init_ray, shutdown_ray
+init_ray(RayConfig(num_cpus=1))
+grade = ray.remote(lambda pairs: [math_equal(gold, predicted) for gold, predicted in pairs])
+print(json.dumps(ray.get(grade.remote(json.loads({pairs!r})))))
+shutdown_ray()
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "-c"])
+def test_math_equal_from_an_unguarded_script_and_its_threads(tmp_path: Path, how: str) -> None:
+    """A reward script written without `if __name__ == "__main__":` gets correct grades and no tracebacks."""
+    done = run_python(UNGUARDED.format(pairs=json.dumps(SCRIPT_PAIRS)), tmp_path, how=how)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert json.loads(done.stdout) == [SCRIPT_LABELS, SCRIPT_LABELS]
+
+
+def test_math_equal_inside_a_ray_task(tmp_path: Path) -> None:
+    done = run_python(IN_RAY.format(pairs=json.dumps(SCRIPT_PAIRS)), tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == SCRIPT_LABELS

@@ -5,20 +5,86 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from posttrain.errors import UserError
 from posttrain.rewards import CodeResult, make_reward, run_code
 from posttrain.rewards.sandbox import available_levels, isolation_level, load_code_jsonl, load_humaneval, run_code_many
-from posttrain.rewards.sandbox.isolation import LEVELS
+from posttrain.rewards.sandbox.interpreter import (
+    Interpreter,
+    host_interpreter,
+    runs_unprivileged,
+    unprivileged_interpreter,
+)
+
+ORDER = ("bwrap", "unshare", "rlimits")  # strongest first, as docs/rewards.md promises
+_HOST_NS = {kind: os.readlink(f"/proc/self/ns/{kind}") for kind in ("user", "pid", "net")}
+# Assert-style tests that hold only under one level, read from the kernel rather than from our code.
+FINGERPRINT = {
+    "bwrap": f"import os\nassert os.readlink('/proc/self/ns/user') != {_HOST_NS['user']!r}",
+    "unshare": (
+        f"import os\nassert os.readlink('/proc/self/ns/user') == {_HOST_NS['user']!r}\n"
+        f"assert os.readlink('/proc/self/ns/pid') != {_HOST_NS['pid']!r}\n"
+        f"assert os.readlink('/proc/self/ns/net') != {_HOST_NS['net']!r}"
+    ),
+    "rlimits": (
+        f"import os\nassert os.readlink('/proc/self/ns/pid') == {_HOST_NS['pid']!r}\n"
+        "assert os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0"
+    ),
+}
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root runs code as another uid")
 
 
-def test_strongest_available_level_is_chosen() -> None:
-    available = available_levels()
-    assert available[-1] == "rlimits" and set(available) <= set(LEVELS)
-    assert isolation_level() == available[0]
-    assert [level for level in LEVELS if level in available] == list(available)  # strongest first
+def _forget_levels() -> None:
+    for cached in (available_levels, isolation_level, unprivileged_interpreter):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def fresh_levels() -> Iterator[None]:
+    """Levels are probed once per process; a test that breaks some must not leave its answers cached."""
+    _forget_levels()
+    yield
+    _forget_levels()
+
+
+def _break(tools: tuple[str, ...], shims: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put failing stand-ins for `tools` first on PATH, as on a machine where they exist but cannot work."""
+    shims.mkdir(exist_ok=True)
+    for tool in tools:
+        (shims / tool).write_text("#!/bin/sh\nexit 1\n")
+        (shims / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+    _forget_levels()
+
+
+def test_fingerprints_tell_the_levels_apart() -> None:
+    """Each level passes its own fingerprint and fails the others', so the fallback test below is meaningful."""
+    for level in available_levels():
+        verdicts = {other: run_code("x = 1", tests, isolation=level).status for other, tests in FINGERPRINT.items()}
+        assert verdicts == {other: "ok" if other == level else "fail" for other in FINGERPRINT}, level
+
+
+@pytest.mark.parametrize("broken", [(), ("bwrap",), ("unshare",), ("bwrap", "unshare")])
+def test_auto_falls_back_to_the_strongest_level_that_works(
+    broken: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_levels: None
+) -> None:
+    machine = set(available_levels())
+    _break(broken, tmp_path / "shims", monkeypatch)
+    expected = [level for level in ORDER if level in machine and level not in broken]
+    assert available_levels() == tuple(expected)
+    assert isolation_level() == expected[0]
+    assert run_code("x = 1", FINGERPRINT[expected[0]]).status == "ok"  # the code really ran under that level
+    for level in broken:
+        with pytest.raises(ValueError, match="not available"):
+            isolation_level(level)
 
 
 def test_assert_tests_are_counted_one_by_one() -> None:
@@ -116,8 +182,7 @@ def test_code_reward_pass_fraction_and_all_or_nothing() -> None:
     assert strict.scores == [0.0, 1.0, 0.0, 0.0]
 
 
-def test_rlimits_level_still_grades_and_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
-    isolation_level.cache_clear()
+def test_rlimits_level_still_grades_and_warns_loudly(caplog: pytest.LogCaptureFixture, fresh_levels: None) -> None:
     with caplog.at_level(logging.WARNING, logger="posttrain.rewards.sandbox"):
         assert isolation_level("rlimits") == "rlimits"
     assert "SANDBOX IS WEAK" in caplog.text
@@ -125,3 +190,54 @@ def test_rlimits_level_still_grades_and_warns_loudly(caplog: pytest.LogCaptureFi
     assert run_code("while True:\n    pass", "assert True", timeout_s=1, isolation="rlimits").status == "timeout"
     with pytest.raises(ValueError, match="not available"):
         isolation_level("nonsense")
+
+
+@as_root
+def test_rlimits_never_runs_code_as_root() -> None:
+    assert os.getuid() == 0  # the same checks fail here, in the caller
+    unprivileged = "import os\nassert os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0\n"
+    assert run_code("x = 1", unprivileged + "assert not os.getgroups()", isolation="rlimits").status == "ok"
+    prints_uid = run_code("import os\nprint(os.getuid())", [{"input": "", "output": "0"}], isolation="rlimits")
+    assert (prints_uid.passed, prints_uid.status) == (0, "fail")
+    if not runs_unprivileged(Interpreter(host_interpreter())):  # e.g. pyenv under /root: a mirror stands in
+        mirror = unprivileged_interpreter()
+        assert mirror is not None and mirror.path != host_interpreter()
+
+
+@as_root
+def test_rlimits_refuses_with_one_line_when_no_interpreter_is_reachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_levels: None
+) -> None:
+    if runs_unprivileged(Interpreter(host_interpreter())):
+        pytest.skip("any uid can run this interpreter, so rlimits never has to refuse here")
+    private = tmp_path / "private"  # where the mirror is built: a directory no other uid can enter
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    _break(("bwrap", "unshare"), tmp_path / "shims", monkeypatch)
+    assert available_levels() == ()
+    for requested in ("auto", "rlimits"):
+        with pytest.raises(UserError, match="install bubblewrap") as refused:
+            isolation_level(requested)
+        assert "\n" not in str(refused.value)
+    with pytest.raises(UserError, match="never run as root"):
+        run_code("x = 1", "assert x == 1")
+
+
+@as_root
+def test_a_mirror_damaged_by_a_temp_cleaner_is_rebuilt(fresh_levels: None) -> None:
+    if runs_unprivileged(Interpreter(host_interpreter())):
+        pytest.skip("any uid can run this interpreter, so no mirror is made")
+    shared = Path(tempfile.mkdtemp(prefix="posttrain-test-tmp-", dir="/tmp"))  # reachable by every uid
+    shared.chmod(0o755)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(tempfile, "tempdir", str(shared))
+            mirror = unprivileged_interpreter()
+            assert mirror is not None and Path(mirror.path).is_relative_to(shared)
+            stdlib = Path(mirror.path).parents[1] / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+            (stdlib / "encodings" / "__init__.py").unlink()
+            assert not runs_unprivileged(mirror)
+            unprivileged_interpreter.cache_clear()
+            assert unprivileged_interpreter() == mirror and runs_unprivileged(mirror)
+    finally:
+        shutil.rmtree(shared)

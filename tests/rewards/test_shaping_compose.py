@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from posttrain.errors import UserError
-from posttrain.rewards import RewardOutput, available_rewards, make_reward, register_reward
+from posttrain.rewards import RewardOutput, available_rewards, base, make_reward, register_reward
 from posttrain.rewards.config import RewardsConfig, RewardSpec, ShapingConfig, build_reward
 from posttrain.rewards.shaping import compression_ratio, overlong_penalty
 
@@ -87,7 +87,14 @@ def test_weights_can_follow_training_progress() -> None:
     assert reward([""], completion, answer="4").scores == pytest.approx([1.5])  # no progress given: full weight
 
 
-def test_behavioural_reward_gates_a_reward_on_instruction_following() -> None:
+@pytest.fixture
+def scratch_rewards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reward registered by a test is gone after it: no leak into later tests, and the test can rerun."""
+    available_rewards()  # loads the builtin rewards into the real registry first
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+
+
+def test_behavioural_reward_gates_a_reward_on_instruction_following(scratch_rewards: None) -> None:
     """ZAYA1's RLHF reward: the score counts only if the instruction checker passes; skipped samples are not scored."""
     seen: list[str] = []
 

@@ -20,7 +20,7 @@ def main(run_root: str) -> int:
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import ray
 
-    with two_node_cluster("rln", 24000) as (address, _, result):
+    with two_node_cluster("rln") as (address, _, result):
         result["slots"] = ray.cluster_resources().get(SLOT)
         ray.shutdown()
         args = ["stage=rlve", "model.path=zaya-tiny", f"run.root={run_root}", f"ray.address={address}"]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import cli_env
+from tests.rollout.multinode import BLOCK, FIRST_BLOCK_PORT, _ephemeral_low, port_block
 
 
 def test_two_nodes_two_workers_generate_and_shut_down_cleanly():
@@ -20,3 +22,12 @@ def test_two_nodes_two_workers_generate_and_shut_down_cleanly():
     assert result["workers"] == ["w0.0", "w1.0"]
     assert all(1 <= n <= 4 for n in result["lengths"])
     assert result["leftover"] == []  # no Ray process of that cluster outlived the script
+
+
+def test_port_blocks_are_held_exclusively_below_the_ephemeral_range():
+    low = _ephemeral_low()
+    with port_block() as first, port_block() as second:
+        assert first != second  # a block held by one run is never handed to another
+        assert all(p >= FIRST_BLOCK_PORT and p + BLOCK <= low for p in (first, second))
+        with socket.socket() as listener:  # the ports of a held block were free when it was taken
+            listener.bind(("127.0.0.1", first + 850))
