@@ -1,7 +1,7 @@
 """Compose a run's config: schema <- configs/defaults.yaml <- configs/stages/<stage>.yaml <- key=value.
 
 Every mistake a user can make here (an unknown key, a wrong type, an out-of-range value) becomes a
-`UserError` naming the key and, for unknown keys, the closest valid one.
+`UserError` naming the key and, for unknown keys, a close valid one or the section's valid keys.
 """
 
 from __future__ import annotations
@@ -40,6 +40,71 @@ def closest(word: str, choices: Sequence[str]) -> str | None:
     return matches[0] if matches else None
 
 
+# Trainer argument names users bring from Hugging Face / TRL, and the key that does the job here.
+HF_NAMES = {
+    "learning_rate": "trainer.lr",
+    "per_device_train_batch_size": "trainer.batch_size",
+    "gradient_accumulation_steps": "trainer.grad_accum",
+    "lr_scheduler_type": "trainer.lr_scheduler",
+    "model_name_or_path": "model.path",
+    "dataset_name": "data.path",
+    "max_length": "data.max_seq_len",
+    "max_seq_length": "data.max_seq_len",
+    "output_dir": "run.dir",
+}
+
+
+def _near(word: str, choices: Sequence[str]) -> list[str]:
+    """Choices one small typo away; short words need a lower ratio for the same single edit."""
+    return difflib.get_close_matches(word, choices, n=3, cutoff=0.75 if len(word) > 4 else 0.6)
+
+
+def _children(keys: Sequence[str], prefix: list[str]) -> list[str]:
+    depth = len(prefix)
+    return sorted({p[depth] for p in (k.split(".") for k in keys) if len(p) > depth and p[:depth] == prefix})
+
+
+def _spelled(parts: list[str], keys: Sequence[str]) -> str | None:
+    """`parts` with each unknown segment replaced by a close sibling, if that yields a valid key."""
+    fixed: list[str] = []
+    for part in parts:
+        siblings = _children(keys, fixed)
+        if part in siblings:
+            fixed.append(part)
+            continue
+        near = _near(part, siblings)
+        if not near:
+            return None
+        fixed.append(near[0])
+    candidate = ".".join(fixed)
+    return candidate if candidate in keys else None
+
+
+def unknown_key_hint(typed: str, keys: Sequence[str]) -> str:
+    """What to tell a user who typed an unknown key: a close valid key if there is one, else the nearest
+    section's keys. `keys` are every valid dotted key, sections included (see `valid_keys`)."""
+    keys = list(keys)
+    parts = typed.split(".")
+    spelled = _spelled(parts, keys)
+    if spelled is not None:
+        return f"did you mean '{spelled}'?"
+    leaf = parts[-1]
+    if leaf in HF_NAMES:
+        return f"did you mean '{HF_NAMES[leaf]}'?"
+    elsewhere = [f"'{k}'" for k in keys if k.rsplit(".", 1)[-1] == leaf and k != typed]
+    if elsewhere:
+        listed = elsewhere[0] if len(elsewhere) == 1 else f"{', '.join(elsewhere[:-1])} or {elsewhere[-1]}"
+        return f"did you mean {listed}?"
+    sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    depth = 0
+    while depth < len(parts) - 1 and ".".join(parts[: depth + 1]) in sections:
+        depth += 1
+    if depth == 0:
+        return f"valid top-level keys: {', '.join(_children(keys, []))}"
+    section = ".".join(parts[:depth])
+    return f"valid keys under '{section}': {', '.join(_children(keys, parts[:depth]))}"
+
+
 def parse_overrides(overrides: Sequence[str]) -> DictConfig:
     for item in overrides:
         key = item.split("=", 1)[0]
@@ -57,9 +122,7 @@ def _describe(exc: OmegaConfBaseException, override_keys: Sequence[str]) -> str:
     typed = next((k for k in override_keys if k == key or k.startswith(f"{key}.")), key) if key else ""
     first_line = str(exc).splitlines()[0]
     if isinstance(exc, ConfigKeyError) or "not in" in str(exc):
-        suggestion = closest(typed, list(valid_keys()))
-        hint = f"; did you mean '{suggestion}'?" if suggestion else ""
-        return f"unknown config key '{typed}'{hint}"
+        return f"unknown config key '{typed}'; {unknown_key_hint(typed, list(valid_keys()))}"
     if isinstance(exc, ValidationError) and typed:
         return f"bad value for '{typed}': {first_line}"
     return f"invalid config: {first_line}"
