@@ -12,13 +12,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
 from posttrain.config import Config, closest, compose, load_saved, save, to_object
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 from posttrain.metrics import MetricsLogger
+from posttrain.trackers import open_trackers
 
 
 @dataclass
@@ -151,11 +152,9 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
     if replace:
         shutil.rmtree(run_dir)
     save(raw, run_dir / "config.yaml")
-    metrics = MetricsLogger(
-        run_dir / "metrics.jsonl",
-        resume_step=step_of(resume_from) if resume_from else None,
-        tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
-    )
+    resume_step = step_of(resume_from) if resume_from else None
+    trackers = open_trackers(cfg.logging.report_to, run_dir, OmegaConf.to_container(raw), resume_step)
+    metrics = MetricsLogger(run_dir / "metrics.jsonl", resume_step=resume_step, trackers=trackers)
     progress = progress_enabled(cfg.logging.progress)
     if not progress:
         quiet_library_progress_bars()
