@@ -7,7 +7,6 @@ anywhere becomes one `error: ...` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -97,9 +96,6 @@ def _subcommand_modules() -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Nothing is ever fetched from a hub: fail fast instead of waiting on network time-outs.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     if not progress_enabled():
         quiet_library_progress_bars()

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# No test reaches a real hub: in-process tests (which call `posttrain.cli.main` directly) are offline too.
+# Set before anything imports huggingface_hub, which reads these once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
-"""Read SFT records from JSONL/JSON/parquet files or a saved `datasets` directory, as chat messages."""
+"""Read SFT records from JSONL/JSON/parquet files, a saved `datasets` directory or a Hub dataset id (its `train`
+split), as chat messages."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import UserError
+from posttrain.hub import fetch, is_hub_id
 
 Messages = list[dict[str, str]]
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _as_messages(value: Any, role: str) -> Messages:
@@ -31,10 +34,12 @@ def load_messages(path: str) -> list[Messages]:
     import datasets
 
     source = Path(path)
-    if not source.exists():
+    if not source.exists() and not (is_hub_id(path) and source.suffix not in FILE_SUFFIXES):
         raise UserError(f"data.path={path!r} does not exist")
     try:
-        if source.is_dir():
+        if not source.exists():
+            dataset = fetch("data.path", path, "dataset", lambda: datasets.load_dataset(path, split="train"))
+        elif source.is_dir():
             loaded = datasets.load_from_disk(str(source))
             dataset = loaded["train"] if isinstance(loaded, datasets.DatasetDict) else loaded
         elif source.suffix in (".jsonl", ".json"):
