@@ -112,8 +112,9 @@ def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
     run_stage(previous, [*forwarded, "resume=auto"])
 
 
-def run_stage(stage: str, overrides: Sequence[str]) -> dict:
-    """Run one stage (or `all`, in pipeline order) and return its summary."""
+def run_stage(stage: str, overrides: Sequence[str], config_file: str | None = None) -> dict:
+    """Run one stage (or `all`, in pipeline order) and return its summary. `config_file`: a user's YAML,
+    layered between the stage's defaults and `overrides`, for every stage `all` runs."""
     from posttrain.stages import ORDER, STAGES
 
     if stage == "all":
@@ -121,14 +122,14 @@ def run_stage(stage: str, overrides: Sequence[str]) -> dict:
         for i, name in enumerate(s for s in ORDER if s in STAGES):
             # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
             dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
-            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)])
+            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)], config_file)
         return summaries
     if stage not in STAGES:
         suggestion = closest(stage, list(STAGES))
         hint = f"; did you mean '{suggestion}'?" if suggestion else ""
         raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*STAGES, 'all'])})")
     module = STAGES[stage]
-    raw: DictConfig = compose(stage, scoped_overrides(stage, overrides))
+    raw: DictConfig = compose(stage, scoped_overrides(stage, overrides), user_file=config_file)
     cfg = to_object(raw)
     build = None
     if cfg.model.path is None:

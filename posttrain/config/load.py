@@ -1,4 +1,5 @@
-"""Compose a run's config: schema <- configs/defaults.yaml <- configs/stages/<stage>.yaml <- key=value.
+"""Compose a run's config: schema <- configs/defaults.yaml <- configs/stages/<stage>.yaml <- a user's YAML
+file (`--config`) <- key=value.
 
 Every mistake a user can make here (an unknown key, a wrong type, an out-of-range value) becomes a
 `UserError` naming the key and, for unknown keys, a close valid one or the section's valid keys.
@@ -11,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import get_type_hints
+from typing import Any, get_type_hints
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -128,17 +129,59 @@ def _describe(exc: OmegaConfBaseException, override_keys: Sequence[str]) -> str:
     return f"invalid config: {first_line}"
 
 
-def compose(stage: str, overrides: Sequence[str] = (), layer_files: Sequence[str] | None = None) -> DictConfig:
+def stage_names() -> list[str]:
+    """Stages that have defaults (configs/stages/<stage>.yaml)."""
+    folder = resources.files("posttrain.configs") / "stages"
+    return sorted(f.name.removesuffix(".yaml") for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
+def _dotted(mapping: Any, prefix: str = "") -> list[str]:
+    if not isinstance(mapping, dict) or not mapping:
+        return [prefix.rstrip(".")] if prefix else []
+    return [key for name, value in mapping.items() for key in _dotted(value, f"{prefix}{name}.")]
+
+
+def read_user_file(path: str | Path) -> DictConfig:
+    """A user's YAML config file, checked against the schema on its own so that errors name the file."""
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist")
+    try:
+        content = yaml.safe_load(source.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {str(path)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise UserError(f"config file {str(path)!r} must hold a mapping of config keys, not {type(content).__name__}")
+    try:
+        layer = OmegaConf.create(content)
+        OmegaConf.merge(OmegaConf.structured(Config), layer)
+    except OmegaConfBaseException as exc:
+        raise UserError(f"config file {str(path)!r}: {_describe(exc, _dotted(content))}") from None
+    return layer
+
+
+def compose(
+    stage: str,
+    overrides: Sequence[str] = (),
+    layer_files: Sequence[str] | None = None,
+    user_file: str | Path | None = None,
+) -> DictConfig:
     """Merged, interpolation-resolved config as a DictConfig (what is written to config.yaml).
 
-    `layer_files` (paths under configs/) default to the stage's own file; commands that are not
-    stages (`posttrain rsa`, `posttrain eval`) pass theirs.
+    Layers, later ones winning: the schema, configs/defaults.yaml, `layer_files` (paths under configs/;
+    default: the stage's own file; commands that are not stages, `posttrain rsa` and `posttrain eval`,
+    pass theirs), the user's YAML `user_file`, then the `key=value` overrides.
     """
+    if layer_files is None and stage not in stage_names():
+        raise UserError(f"unknown stage {stage!r} (available: {', '.join(stage_names())})")
     override_keys = [item.split("=", 1)[0] for item in overrides]
     files = [f"stages/{stage}.yaml"] if layer_files is None else list(layer_files)
     layers = [
         OmegaConf.create(_config_file("defaults.yaml")),
         *(OmegaConf.create(_config_file(*name.split("/"))) for name in files),
+        *([read_user_file(user_file)] if user_file is not None else []),
         parse_overrides(overrides),
         {"stage": stage},
     ]
