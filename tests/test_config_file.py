@@ -85,7 +85,9 @@ def test_run_with_a_bad_file_writes_nothing(tmp_path, capsys):
 @pytest.mark.slow
 def test_run_uses_the_file(tmp_path):
     config = tmp_path / "small.yaml"
-    config.write_text("stage: sft\ntrainer: {max_steps: 2, batch_size: 4}\ndata: {num_train: 16}\neval: {num_samples: 2}\n")
+    config.write_text(
+        "stage: sft\ntrainer: {max_steps: 2, batch_size: 4}\ndata: {num_train: 16}\neval: {num_samples: 2}\n"
+    )
     result = run_cli("run", "--config", str(config), "trainer.max_steps=3", f"run.root={tmp_path}/runs")
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "sft"
