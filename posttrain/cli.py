@@ -10,6 +10,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import shtab
+
+from posttrain.completion import complete_config_keys
 from posttrain.config.cli import CONFIG_HELP, stage_and_overrides
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
@@ -55,7 +58,7 @@ def add_override_command(
     parser = subparsers.add_parser(
         name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    complete_config_keys(parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help))
     parser.set_defaults(func=handler)
     return parser
 
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         overrides_help="stage=<name> and config overrides",
     )
-    run.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    run.add_argument("--config", metavar="FILE", help=CONFIG_HELP).complete = shtab.FILE  # type: ignore[attr-defined]
     for module in _subcommand_modules():
         module.register(sub)
     return parser
@@ -88,7 +91,13 @@ def _subcommand_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli", "posttrain.config.cli"):
+    for name in (
+        "posttrain.envs.cli",
+        "posttrain.rollout.cli",
+        "posttrain.eval_cli",
+        "posttrain.config.cli",
+        "posttrain.completion",
+    ):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+import shtab
+
+from posttrain.completion import complete_config_keys
 from posttrain.errors import UserError
 
 CONFIG_HELP = "a YAML file of config keys, layered between the stage's defaults and the key=value arguments"
@@ -44,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the resolved config: posttrain config show stage=<name> [--config FILE] [key=value ...]",
         description="Print the config `posttrain run` would use with the same arguments, as YAML, and exit.",
     )
-    show.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    show.add_argument("overrides", nargs="*", metavar="key=value", help="stage=<name> and config overrides")
+    show.add_argument("--config", metavar="FILE", help=CONFIG_HELP).complete = shtab.FILE  # type: ignore[attr-defined]
+    complete_config_keys(
+        show.add_argument("overrides", nargs="*", metavar="key=value", help="stage=<name> and overrides")
+    )
     show.set_defaults(func=_show)

@@ -26,14 +26,19 @@ def _config_file(*parts: str) -> str:
     return (resources.files("posttrain.configs").joinpath(*parts)).read_text()
 
 
-def valid_keys(schema: type = Config, prefix: str = "") -> Iterator[str]:
-    """Every dotted key of the schema, sections included (used for 'did you mean')."""
+def schema_fields(schema: type = Config, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, type) of every field of the schema, sections (dataclasses) included."""
     hints = get_type_hints(schema)
     for f in fields(schema):
         key = f"{prefix}{f.name}"
-        yield key
+        yield key, hints[f.name]
         if is_dataclass(hints[f.name]):
-            yield from valid_keys(hints[f.name], f"{key}.")
+            yield from schema_fields(hints[f.name], f"{key}.")
+
+
+def valid_keys(schema: type = Config) -> Iterator[str]:
+    """Every dotted key of the schema, sections included (used for 'did you mean')."""
+    return (key for key, _ in schema_fields(schema))
 
 
 def closest(word: str, choices: Sequence[str]) -> str | None:
