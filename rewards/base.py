@@ -58,7 +58,12 @@ def available_rewards() -> list[str]:
 
 
 def make_reward(name: str, **kwargs: Any) -> Reward:
-    """Build a registered reward; an unknown name is a `UserError` that suggests the closest one."""
+    """Build a registered reward, or a user's function named `file.py:function` / `module:function`
+    (`posttrain.rewards.user_function`); an unknown name is a `UserError` that suggests the closest one."""
+    if ":" in name:
+        from posttrain.rewards.user_function import UserFunctionReward
+
+        return UserFunctionReward(name, **kwargs)
     if name not in _REGISTRY:
         _load_builtins()
     if name not in _REGISTRY:
