@@ -17,7 +17,7 @@ from posttrain.data.sources import load_messages
 from posttrain.data.trimming import fit_all
 from posttrain.evaluation import exact_match
 from posttrain.export import export_final
-from posttrain.hf_trainer import build_sft_trainer
+from posttrain.hf_trainer import build_sft_trainer, check_precision
 from posttrain.models import check_model_path, load_model, load_tokenizer
 from posttrain.models.lora import apply_lora
 from posttrain.plots import plot_metrics
@@ -39,6 +39,7 @@ class Prepared:
 
 
 def prepare(cfg: Config) -> Prepared:
+    check_precision(cfg)
     check_model_path(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path)
     if cfg.data.path is not None:
