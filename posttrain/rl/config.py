@@ -1,6 +1,6 @@
 """The `rl` config section: advantage, loss, optimizer and learner settings, mounted in posttrain.config.schema.
 
-Defaults follow the ZAYA1 recipe where DESIGN.md gives one (MaxRL advantage, DPPO binary-TV mask with
+Defaults follow the ZAYA1 recipe where it fixes a choice (MaxRL advantage, DPPO binary-TV mask with
 δ = 0.1, Dr.GRPO "sequence mean of token sums" aggregation, no KL, Muon with momentum 0 for matrices).
 Each field is documented in docs/rl.md. Range checks run in `__post_init__` and raise UserError.
 """
