@@ -28,7 +28,8 @@ _BASH = """
   fi
 }
 """
-# After shtab's function: no space after a completed `key=`, so the value can be typed straight away.
+# After shtab's function: no space after a single completed `key=`, so the value can be typed straight away
+# (shtab runs the key function in a subshell, where `compopt` cannot reach the completion).
 _BASH_NOSPACE = """
 _posttrain_complete() {
   _shtab_posttrain "$@"

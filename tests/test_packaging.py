@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,8 @@ def source_files() -> set[str]:
 
 
 def test_build_is_quiet_and_ships_every_module_and_data_file(tmp_path):
+    installed_setuptools = int(version("setuptools").split(".")[0])
+    assert installed_setuptools >= 75, "needs setuptools>=75 as pip builds with (pip install -e '.[dev]')"
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
     for folder in INSTALLED_AS:

@@ -21,8 +21,9 @@ def stage_and_overrides(arguments: Sequence[str], config_file: str | None) -> tu
     rest = [a for a in arguments if not a.startswith("stage=")]
     if named:
         return named[-1], rest
-    if config_file is not None and read_user_file(config_file).get("stage") is not None:
-        return str(read_user_file(config_file).stage), rest
+    from_file = read_user_file(config_file).get("stage") if config_file is not None else None
+    if from_file is not None:
+        return str(from_file), rest
     raise UserError("missing stage=<name>, e.g. `posttrain run stage=sft`")
 
 
