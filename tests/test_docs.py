@@ -125,6 +125,6 @@ def test_the_harness_sees_the_docs_and_every_marker_has_a_reason():
     for doc in DOCS:  # a marker must sit right before a fenced block, or it skips nothing
         lines = doc.read_text().splitlines()
         for index, line in enumerate(lines):
-            if MARKER.search(line):
+            if MARKER.fullmatch(line.strip()):  # a marker is a line of its own
                 following = next((n for n in lines[index + 1 :] if n.strip()), "")
                 assert following.startswith("```"), f"{doc.name}:{index + 1}: no-test marker not before a block"
