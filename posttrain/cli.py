@@ -7,10 +7,13 @@ anywhere becomes one `error: ...` line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
+import shtab
+
+from posttrain.completion import complete_config_keys
+from posttrain.config.cli import CONFIG_HELP, stage_and_overrides
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 
@@ -20,24 +23,24 @@ examples:
   posttrain run stage=sft trainer.max_steps=200 seed=1     # override any config key
   posttrain run stage=sft model.path=./my-base data.path=train.jsonl model.lora.r=8
   posttrain run stage=sft resume=auto                      # continue from the newest checkpoint
+  posttrain run --config my.yaml stage=sft seed=1          # keys from a YAML file; key=value still wins
+  posttrain config show stage=rlve                         # the resolved config, without running anything
   posttrain run stage=rlve                                 # RL on envs, adaptive difficulty (sft first if needed)
   posttrain run stage=all run.root=runs/exp1               # every stage, in order, chained by final/
   posttrain envs try add --difficulty 2 --seed 0           # one problem, its reference and the oracle's verdict
   posttrain eval model.path=runs/rlve/final envs.names=[add]
   posttrain rsa prompt="What is 12+34?"                    # Markovian RSA inference
 
-Config keys are listed in configs/defaults.yaml and configs/stages/<stage>.yaml.
+Config keys are listed in configs/defaults.yaml and configs/stages/<stage>.yaml; `posttrain config show
+stage=<name>` prints them all, resolved.
 """
 
 
 def _run(args: argparse.Namespace) -> int:
     from posttrain.runner import run_stage
 
-    stage_args = [o for o in args.overrides if o.startswith("stage=")]
-    if not stage_args:
-        raise UserError("missing stage=<name>, e.g. `posttrain run stage=sft`")
-    stage = stage_args[-1].split("=", 1)[1]
-    run_stage(stage, [o for o in args.overrides if not o.startswith("stage=")])
+    stage, overrides = stage_and_overrides(args.overrides, args.config)
+    run_stage(stage, overrides, config_file=args.config)
     return 0
 
 
@@ -55,7 +58,7 @@ def add_override_command(
     parser = subparsers.add_parser(
         name, help=help, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help)
+    complete_config_keys(parser.add_argument("overrides", nargs="*", metavar="key=value", help=overrides_help))
     parser.set_defaults(func=handler)
     return parser
 
@@ -68,15 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
-    add_override_command(
+    run = add_override_command(
         sub,
         "run",
         _run,
-        help="run a stage: posttrain run stage=<sft|rlve|all> [key=value ...]",
+        help="run a stage: posttrain run stage=<sft|rlve|all> [--config FILE] [key=value ...]",
         description="Run a post-training stage with config overrides given as key=value.",
         epilog=EXAMPLES,
         overrides_help="stage=<name> and config overrides",
     )
+    run.add_argument("--config", metavar="FILE", help=CONFIG_HELP).complete = shtab.FILE  # type: ignore[attr-defined]
     for module in _subcommand_modules():
         module.register(sub)
     return parser
@@ -87,7 +91,14 @@ def _subcommand_modules() -> list:
     import importlib
 
     modules = []
-    for name in ("posttrain.envs.cli", "posttrain.rollout.cli", "posttrain.eval_cli", "posttrain.serve.cli"):
+    for name in (
+        "posttrain.envs.cli",
+        "posttrain.rollout.cli",
+        "posttrain.eval_cli",
+        "posttrain.serve.cli",
+        "posttrain.config.cli",
+        "posttrain.completion",
+    ):
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
@@ -97,9 +108,6 @@ def _subcommand_modules() -> list:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Nothing is ever fetched from a hub: fail fast instead of waiting on network time-outs.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     if not progress_enabled():
         quiet_library_progress_bars()

@@ -1,7 +1,7 @@
 """Run Hugging Face / TRL trainers inside a posttrain run directory.
 
-Two things differ from a plain `Trainer`: logs go to metrics.jsonl (and TensorBoard) through
-`MetricsLogger`, and checkpoints are published through `CheckpointManager` (atomic `step-<N>/`
+Two things differ from a plain `Trainer`: logs go to metrics.jsonl (and the `logging.report_to` trackers)
+through `MetricsLogger`, and checkpoints are published through `CheckpointManager` (atomic `step-<N>/`
 directories) instead of the trainer's own `checkpoint-<N>/` naming and rotation.
 """
 
@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, TrainerCallback, TrainerState, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from trl import SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
+from posttrain.errors import UserError
 from posttrain.models.router_balancing import RouterBalancer, find_routers
 from posttrain.run_context import RunContext
 
@@ -32,7 +34,9 @@ class RunDirCallback(TrainerCallback):
             self.summary = logs
             return
         self.ctx.metrics.log(state.global_step, logs)
-        if not self.ctx.progress and state.global_step % self._report_every == 0:
+        # plain lines stand in for the bar in CI and pipes (progress=auto); progress=off prints neither
+        lines = not self.ctx.progress and self.ctx.cfg.logging.progress != "off"
+        if lines and state.global_step % self._report_every == 0:
             # per-layer router metrics stay in metrics.jsonl; the line shows their layer means
             numbers = {k: v for k, v in logs.items() if isinstance(v, int | float) and "/layer" not in k}
             shown = ", ".join(f"{k}={v:.4g}" for k, v in numbers.items())
@@ -83,11 +87,50 @@ class RouterBalancingCallback(TrainerCallback):
             self._detach()
 
 
+class RunDirSFTTrainer(SFTTrainer):
+    """TRL's SFTTrainer, resumable from a posttrain checkpoint without noise or lost counters."""
+
+    def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+        """None: TRL writes one into output_dir (checkpoints/.partial) at every save; final/ is exported apart."""
+
+    def _issue_warnings_after_load(self, load_result: Any) -> None:
+        # A tied weight (lm_head = embed_tokens) is saved once, so its alias is "missing" from every
+        # checkpoint although the load filled it; only report keys that are really absent.
+        aliases: dict[int, list[str]] = {}
+        for name, parameter in self.model.named_parameters(remove_duplicate=False):
+            aliases.setdefault(id(parameter), []).append(name)
+        missing = set(load_result.missing_keys)
+        filled = {n for names in aliases.values() if not set(names) <= missing for n in names}
+        super()._issue_warnings_after_load(
+            load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in filled])
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # TRL keeps the cumulative `num_tokens` in the trainer, not in the saved state; the checkpoint's
+        # log history holds the count it had reached.
+        state = TrainerState.load_from_json(str(Path(resume_from_checkpoint) / TRAINER_STATE_NAME))
+        counts = [log["num_tokens"] for log in state.log_history if "num_tokens" in log]
+        if counts:
+            self._total_train_tokens = int(counts[-1])
+
+
+def check_precision(cfg: Any) -> None:
+    """`model.dtype` for SFT: bfloat16 and float16 are mixed precision (float32 weights, autocast compute);
+    float16's needs a GPU, so a CPU run is refused before any work."""
+    if cfg.model.dtype == "float16" and resolve_device(cfg.device) == "cpu":
+        raise UserError(
+            "model.dtype=float16 needs a GPU for SFT (fp16 mixed precision); on a CPU use float32 or bfloat16"
+        )
+
+
 # TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
-def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any) -> tuple[SFTTrainer, RunDirCallback]:
+def build_sft_trainer(
+    ctx: RunContext, model: Any, tokenizer: Any, dataset: Any
+) -> tuple[RunDirSFTTrainer, RunDirCallback]:
     cfg, trainer_cfg = ctx.cfg, ctx.cfg.trainer
     args = SFTConfig(
         output_dir=str(ctx.checkpoints.staging),
@@ -109,6 +152,7 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any)
         data_seed=cfg.seed,
         use_cpu=resolve_device(cfg.device) == "cpu",
         bf16=cfg.model.dtype == "bfloat16",
+        fp16=cfg.model.dtype == "float16",
         max_length=cfg.data.max_seq_len,
         completion_only_loss=True,
         dataloader_num_workers=0,
@@ -117,6 +161,8 @@ def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any)
     callbacks: list[TrainerCallback] = [callback]
     if trainer_cfg.router_balancing and find_routers(model):
         callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    trainer = RunDirSFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
     trainer.remove_callback(PrinterCallback)
     return trainer, callback

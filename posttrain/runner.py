@@ -14,10 +14,11 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
 from posttrain.config import Config, closest, compose, load_saved, save, to_object
+from posttrain.config.load import user_file_keys
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 from posttrain.stagekit import ORDER, Stage, get_stage, pipeline, stage_names, unread_error
@@ -126,27 +127,31 @@ def check_common(cfg: Config) -> None:
         check_targets(cfg.model.path, cfg.model.lora)
 
 
-def _check_pipeline_keys(overrides: Sequence[str]) -> None:
+def _check_pipeline_keys(keys: Sequence[str]) -> None:
     """Under stage=all an unscoped key reaches every stage: it must be read by at least one of them."""
     stages = [get_stage(name) for name in pipeline()]
-    for item in overrides:
-        key = item.split("=", 1)[0]
+    for key in keys:
         if key.partition(".")[0] in {*stage_names(), *ORDER} or key == "stage":
             continue
         if all(stage.unread_keys(None, [key]) for stage in stages):
             raise UserError(f"no stage of the pipeline ({', '.join(pipeline())}) reads '{key}'")
 
 
-def run_stage(stage: str, overrides: Sequence[str], *, strict: bool = True) -> dict:
-    """Run one stage (or `all`, in pipeline order) and return its summary. `strict`: a key the stage does not
+def run_stage(
+    stage: str, overrides: Sequence[str], config_file: str | None = None, *, strict: bool = True
+) -> dict:
+    """Run one stage (or `all`, in pipeline order) and return its summary. `config_file`: a user's YAML, layered
+    between the stage's defaults and `overrides` (for every stage `all` runs). `strict`: a key the stage does not
     read is an error (under stage=all a key only has to be read by some stage)."""
+    from_file = user_file_keys(config_file) if config_file is not None else []
     if stage == "all":
-        _check_pipeline_keys(overrides)
+        _check_pipeline_keys([item.split("=", 1)[0] for item in overrides] + from_file)
         summaries = {}
         for i, name in enumerate(pipeline()):
             # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
             dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
-            summaries[name] = run_stage(name, [o for o in overrides if not o.startswith(dropped)], strict=False)
+            kept = [o for o in overrides if not o.startswith(dropped)]
+            summaries[name] = run_stage(name, kept, config_file, strict=False)
         return summaries
     from posttrain.plugins import load_plugins, plugins_in
 
@@ -156,11 +161,11 @@ def run_stage(stage: str, overrides: Sequence[str], *, strict: bool = True) -> d
         hint = f"; did you mean '{suggestion}'?" if suggestion else ""
         raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*stage_names(), 'all'])})")
     mine = scoped_overrides(stage, overrides)
-    raw: DictConfig = compose(stage, mine)
+    raw: DictConfig = compose(stage, mine, user_file=config_file)
     kit = get_stage(stage)
     own = [item.partition(".")[2] for item in overrides if item.partition(".")[0] == stage]
-    checked = [item.split("=", 1)[0] for item in (mine if strict else own) if not item.startswith("stage=")]
-    error = unread_error(kit, raw, checked)
+    given = [item.split("=", 1)[0] for item in mine] + from_file if strict else [o.split("=", 1)[0] for o in own]
+    error = unread_error(kit, raw, [key for key in given if key != "stage"])
     if error is not None:
         raise error
     cfg = to_object(raw)
@@ -194,14 +199,13 @@ def run_stage(stage: str, overrides: Sequence[str], *, strict: bool = True) -> d
 def _run_claimed(kit, prepared, cfg, raw, run_dir, checkpoints, resume_from) -> dict:
     from posttrain.metrics import MetricsLogger
     from posttrain.run_context import RunContext
+    from posttrain.trackers import open_trackers
 
     save(raw, run_dir / "config.yaml")
     (run_dir / ERROR_LOG).unlink(missing_ok=True)
-    metrics = MetricsLogger(
-        run_dir / "metrics.jsonl",
-        resume_step=step_of(resume_from) if resume_from else None,
-        tensorboard_dir=run_dir / "tensorboard" if cfg.logging.tensorboard else None,
-    )
+    resume_step = step_of(resume_from) if resume_from else None
+    trackers = open_trackers(cfg.logging.report_to, run_dir, OmegaConf.to_container(raw), resume_step)
+    metrics = MetricsLogger(run_dir / "metrics.jsonl", resume_step=resume_step, trackers=trackers)
     progress = progress_enabled(cfg.logging.progress)
     if not progress:
         quiet_library_progress_bars()

@@ -57,30 +57,13 @@ def available_rewards() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class FunctionReward:
-    """A plain reward function with TRL's signature `(prompts, completions, **columns) -> list[float]` (or one
-    returning a `RewardOutput`) as a posttrain reward; a wrong-shaped return is an error naming the function."""
-
-    def __init__(self, fn: Callable[..., Any], name: str, **kwargs: Any) -> None:
-        self.fn, self.name, self.kwargs = fn, name, kwargs
-        self.score_range = getattr(fn, "score_range", None)
-
-    def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
-        out = self.fn(prompts, completions, **{**columns, **self.kwargs})
-        if isinstance(out, RewardOutput):
-            return out
-        scores = list(out) if isinstance(out, list | tuple) else None
-        if scores is None or len(scores) != len(completions):
-            raise ValueError(f"reward {self.name} must return one score per completion, got {type(out).__name__}")
-        return RewardOutput([float(s) if s is not None else 0.0 for s in scores])
-
-
 def make_reward(name: str, **kwargs: Any) -> Reward:
-    """Build a registered reward, or load `module:function` / `path/to/file.py:function` (a reward class, or a
-    function with TRL's signature); an unknown name is a `UserError` that suggests the closest one."""
+    """Build a registered reward, or a user's function named `file.py:function` / `module:function`
+    (`posttrain.rewards.user_function`); an unknown name is a `UserError` that suggests the closest one."""
     if ":" in name:
-        target = load_reward_callable(name)
-        return target(**kwargs) if isinstance(target, type) else FunctionReward(target, name, **kwargs)
+        from posttrain.rewards.user_function import UserFunctionReward
+
+        return UserFunctionReward(name, **kwargs)
     if name not in _REGISTRY:
         _load_builtins()
     if name not in _REGISTRY:
@@ -91,31 +74,6 @@ def make_reward(name: str, **kwargs: Any) -> Reward:
         return _REGISTRY[name](**kwargs)
     except TypeError as exc:
         raise UserError(f"reward {name!r}: {exc}") from None
-
-
-def load_reward_callable(reference: str) -> Callable[..., Any]:
-    """`package.module:name` or `path/to/file.py:name` -> the object (a reward class, factory or function)."""
-    import importlib.util
-    from pathlib import Path
-
-    target, _, attr = reference.rpartition(":")
-    if not target or not attr:
-        raise UserError(f"reward {reference!r}: expected module:function or path/to/file.py:function")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UserError(f"reward {reference!r}: {target} does not exist")
-        spec = importlib.util.spec_from_file_location(f"posttrain_user_reward_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UserError(f"reward {reference!r}: cannot import {target}: {exc}") from None
-    if not hasattr(module, attr):
-        raise UserError(f"reward {reference!r}: {target} has no {attr!r}")
-    return getattr(module, attr)
 
 
 def per_sample(columns: dict[str, Any], name: str, n: int, default: Any = None) -> list[Any]:

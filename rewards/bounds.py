@@ -39,11 +39,12 @@ def spec_range(spec: Any) -> tuple[float, float]:
 
 
 def _declared(name: str) -> tuple[float, float]:
-    from posttrain.rewards.base import _REGISTRY, _load_builtins, load_reward_callable
+    from posttrain.rewards.base import _REGISTRY, _load_builtins
+    from posttrain.rewards.user_function import resolve
 
     if ":" in name:
         try:
-            target = load_reward_callable(name)
+            target = resolve(name)[1]
         except Exception:
             return UNBOUNDED
     else:

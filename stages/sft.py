@@ -63,8 +63,10 @@ def prepare(cfg: Config) -> Prepared:
     from posttrain.data import from_envs
     from posttrain.data.sources import load_messages
     from posttrain.data.trimming import fit_all
+    from posttrain.hf_trainer import check_precision
     from posttrain.models import check_model_path, load_tokenizer
 
+    check_precision(cfg)
     check_model_path(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path)
     aggregation = round(cfg.data.aggregation_fraction * cfg.data.num_train)  # 0 with data.path (schema)

@@ -11,6 +11,9 @@ from pathlib import Path
 # whole session before anything can import triton: the kernel tests run on CPU tensors in its interpreter.
 # `kernels=auto` still picks torch on a CPU; the interpreter is only ever used where a test asks for triton.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# No test reaches a real hub: in-process tests (which call `posttrain.cli.main` directly) are offline too.
+# Set before anything imports huggingface_hub, which reads these once.
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
 
 import pytest
 import torch

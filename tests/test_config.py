@@ -18,7 +18,7 @@ def test_defaults_resolve_run_dir_from_root_and_stage():
 def test_overrides_are_typed():
     cfg = load("trainer.max_steps=7", "trainer.lr=0.5", "data.tasks=[add,mul]", "logging.tensorboard=true")
     assert cfg.trainer.max_steps == 7 and cfg.trainer.lr == 0.5
-    assert cfg.data.tasks == ["add", "mul"] and cfg.logging.tensorboard is True
+    assert cfg.data.tasks == ["add", "mul"] and cfg.logging.report_to == ["tensorboard"]
 
 
 @pytest.mark.parametrize(

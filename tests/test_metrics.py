@@ -2,6 +2,7 @@ import json
 
 from posttrain.metrics import MetricsLogger, read_metrics
 from posttrain.plots import plot_metrics
+from posttrain.trackers import open_trackers
 
 
 def test_resume_cuts_the_stream_back_to_the_checkpoint(tmp_path):
@@ -29,11 +30,11 @@ def test_fresh_logger_starts_empty_and_values_are_json(tmp_path):
 
 
 def test_tensorboard_and_plots(tmp_path):
-    logger = MetricsLogger(tmp_path / "m.jsonl", tensorboard_dir=tmp_path / "tb")
+    logger = MetricsLogger(tmp_path / "m.jsonl", trackers=open_trackers(["tensorboard"], tmp_path, {}))
     for step in range(1, 5):
         logger.log(step, {"loss": 1.0 / step})
     logger.close()
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     written = plot_metrics(tmp_path / "m.jsonl", tmp_path / "plots", {"loss": ["loss"], "empty": ["nothing"]})
     assert [p.name for p in written] == ["loss.png"]
     assert written[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,9 @@ when the merged config is turned into these dataclasses.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from typing import Any
 
 from posttrain.devices import resolve_kernels
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
@@ -102,15 +104,46 @@ class TrainerConfig:
         require(self.lr_scheduler in schedulers, f"trainer.lr_scheduler must be one of {', '.join(schedulers)}")
 
 
+# Experiment trackers `logging.report_to` takes (TRL's names): the module each needs and how to install it.
+# trackio is not in the `trackers` extra: its releases pin pillow below the version matplotlib's stack uses here.
+TRACKER_MODULES = {
+    "tensorboard": ("tensorboard", "pip install tensorboard"),
+    "wandb": ("wandb", "pip install 'posttrain[trackers]'"),
+    "mlflow": ("mlflow", "pip install 'posttrain[trackers]'"),
+    "trackio": ("trackio", "pip install trackio"),
+}
+
+
 @dataclass
 class LoggingConfig:
-    tensorboard: bool = False
+    report_to: Any = field(default_factory=list)  # a list of TRACKER_MODULES names, one name, or none
+    tensorboard: bool = False  # alias: adds tensorboard to report_to
     progress: str = "auto"
 
     def __post_init__(self) -> None:
+        self.report_to = _tracker_names(self.report_to)
+        if self.tensorboard and "tensorboard" not in self.report_to:
+            self.report_to.append("tensorboard")
         # YAML reads a bare on/off as a boolean, which OmegaConf hands over as "True"/"False".
         self.progress = {"true": "on", "false": "off"}.get(str(self.progress).lower(), str(self.progress).lower())
         require(self.progress in ("auto", "on", "off"), "logging.progress must be one of auto, on, off")
+
+
+def _tracker_names(value: Any) -> list[str]:
+    """`report_to` as a list of known tracker names whose packages are installed (checked before any work)."""
+    names = [value] if isinstance(value, str) else list(value or [])
+    names = [str(n).lower() for n in names if str(n).lower() != "none"]
+    for name in names:
+        require(
+            name in TRACKER_MODULES,
+            f"logging.report_to: unknown tracker {name!r}; choose from {', '.join(TRACKER_MODULES)}",
+        )
+        module, install = TRACKER_MODULES[name]
+        require(
+            importlib.util.find_spec(module) is not None,
+            f"logging.report_to={name} needs the {module!r} package, which is not installed: {install}",
+        )
+    return list(dict.fromkeys(names))
 
 
 @dataclass

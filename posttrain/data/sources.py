@@ -1,4 +1,5 @@
-"""Read SFT records from JSONL/JSON/parquet files or a saved `datasets` directory, as chat messages."""
+"""Read SFT records from JSONL/JSON/parquet files, a saved `datasets` directory or a Hub dataset id (its `train`
+split), as chat messages."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import UserError
+from posttrain.hub import fetch, is_hub_id
 
 Messages = list[dict[str, str]]
+FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _as_messages(value: Any, role: str) -> Messages:
@@ -27,13 +30,15 @@ def to_messages(record: dict[str, Any]) -> Messages:
 
 
 def read_records(path: str, *, key: str = "data.path") -> Any:
-    """A `datasets.Dataset` from a JSONL/JSON/parquet file or a saved `datasets` directory; `key` names the config
-    key in errors."""
+    """A `datasets.Dataset` from a JSONL/JSON/parquet file, a saved `datasets` directory or a Hub dataset id (its
+    train split); `key` names the config key in errors."""
     import datasets
 
     source = Path(path)
     if not source.exists():
-        raise UserError(f"{key}={path!r} does not exist")
+        if not (is_hub_id(path) and source.suffix not in FILE_SUFFIXES):
+            raise UserError(f"{key}={path!r} does not exist")
+        return fetch(key, path, "dataset", lambda: datasets.load_dataset(path, split="train"))
     try:
         if source.is_dir():
             loaded = datasets.load_from_disk(str(source))

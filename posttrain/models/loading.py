@@ -1,4 +1,4 @@
-"""Resolve `model.path` (a preset name or an HF checkpoint directory) to a model and its tokenizer."""
+"""Resolve `model.path` (a preset name, an HF checkpoint directory or a Hub id) to a model and its tokenizer."""
 
 from __future__ import annotations
 
@@ -15,17 +15,24 @@ from transformers import (
 )
 
 from posttrain.errors import UserError
+from posttrain.hub import fetch, is_hub_id
 from posttrain.models.presets import PRESETS, preset_config
 from posttrain.models.tokenizer import build_char_tokenizer
 
 
 def check_model_path(path: str) -> None:
-    """Fail fast, with one line, on a path that cannot possibly load; called before any work starts."""
+    """Fail fast, with one line, on a path that cannot possibly load; called before any work starts.
+    A Hub id is fetched here (its config; the weights follow when the model loads)."""
     if path in PRESETS:
         return
     directory = Path(path)
     if not directory.is_dir():
-        raise UserError(f"model.path={path!r} is neither a preset ({', '.join(PRESETS)}) nor a directory")
+        if not is_hub_id(path):
+            raise UserError(
+                f"model.path={path!r} is neither a preset ({', '.join(PRESETS)}), a directory nor a Hugging Face Hub id"
+            )
+        fetch("model.path", path, "model", lambda: AutoConfig.from_pretrained(path))
+        return
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise UserError(f"model.path={path!r} has no config.json; expected a Hugging Face checkpoint directory")

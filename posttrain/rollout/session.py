@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 
 from posttrain.rollout.config import RayConfig
 
-# Workers run without hub access, like the CLI process itself.
-WORKER_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Hub access in workers follows the user's setting: the offline variables pass through to every node.
+PASSED_THROUGH = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
+
+
+def worker_env() -> dict[str, str]:
+    """Environment variables for Ray workers: the Hub settings of this process, and no tokenizer threads."""
+    passed = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+    return {**passed, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def init_ray(cfg: RayConfig) -> bool:
@@ -27,7 +34,7 @@ def init_ray(cfg: RayConfig) -> bool:
     kwargs: dict = {
         "include_dashboard": False,
         "namespace": cfg.namespace,
-        "runtime_env": {"env_vars": WORKER_ENV},
+        "runtime_env": {"env_vars": worker_env()},
         "logging_level": logging.WARNING,
     }
     if cfg.address is None:

@@ -1,0 +1,96 @@
+"""`--config FILE`: a user's YAML layered between the stage's defaults and key=value; `posttrain config show`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from posttrain.cli import main
+from posttrain.config import compose, to_object
+from posttrain.errors import UserError
+from tests.conftest import run_cli
+
+
+@pytest.fixture
+def user_file(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("stage: sft\ntrainer:\n  max_steps: 7\n  lr: 0.01\nseed: 5\n")
+    return path
+
+
+def test_the_file_sits_between_the_stage_defaults_and_the_command_line(user_file):
+    cfg = to_object(compose("sft", ["trainer.lr=0.5"], user_file=user_file))
+    assert cfg.trainer.max_steps == 7  # the file over configs/stages/sft.yaml's 800
+    assert cfg.trainer.lr == 0.5  # key=value over the file's 0.01
+    assert cfg.seed == 5
+    assert cfg.trainer.batch_size == 32  # untouched: configs/stages/sft.yaml
+    assert cfg.trainer.weight_decay == 0.0  # untouched: configs/defaults.yaml
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("trainer:\n  max_stepz: 7\n", ": unknown config key 'trainer.max_stepz'; did you mean 'trainer.max_steps'?"),
+        ("wandb: true\n", ": unknown config key 'wandb'; valid top-level keys: curriculum, data, device, envs, "),
+        ("trainer:\n  max_steps: lots\n", ": bad value for 'trainer.max_steps': "),
+        ("trainer: [1, 2\n", " is not valid YAML: "),
+        ("- trainer.lr=1\n", " must hold a mapping of config keys, not list"),
+    ],
+)
+def test_a_bad_file_is_one_line_naming_the_file_and_the_key(tmp_path, content, message):
+    path = tmp_path / "my.yaml"
+    path.write_text(content)
+    with pytest.raises(UserError) as error:
+        compose("sft", [], user_file=path)
+    assert str(error.value).startswith(f"config file {str(path)!r}{message}") and "\n" not in str(error.value)
+
+
+def test_a_missing_file_is_refused(tmp_path):
+    with pytest.raises(UserError, match=r"^config file '.*nope\.yaml' does not exist$"):
+        compose("sft", [], user_file=tmp_path / "nope.yaml")
+
+
+def test_config_show_prints_the_resolved_config_and_exits_0(tmp_path, capsys, user_file):
+    code = main(["config", "show", "--config", str(user_file), "trainer.lr=0.5", f"run.root={tmp_path}/runs"])
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0
+    assert shown["stage"] == "sft"  # from the file's `stage:`
+    assert shown["trainer"]["max_steps"] == 7 and shown["trainer"]["lr"] == 0.5 and shown["seed"] == 5
+    assert shown["run"]["dir"] == f"{tmp_path}/runs/sft"  # interpolations resolved
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_show_of_another_stage_and_its_errors(capsys):
+    assert main(["config", "show", "stage=rlve", "rl.group_size=3"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["stage"] == "rlve" and shown["rl"]["group_size"] == 3
+    assert main(["config", "show", "stage=rlve", "trainer.max_steps=0"]) == 2
+    assert capsys.readouterr().err == "error: trainer.max_steps must be >= 1\n"
+    assert main(["config", "show", "stage=sfft"]) == 2
+    assert capsys.readouterr().err == "error: unknown stage 'sfft' (available: rlve, sft)\n"
+    assert main(["config", "show"]) == 2
+    assert capsys.readouterr().err.startswith("error: missing stage=<name>")
+
+
+def test_run_with_a_bad_file_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_stepz: 7\n")
+    code = main(["run", "--config", str(bad), "stage=sft", f"run.root={tmp_path}/runs"])
+    assert code == 2 and "unknown config key 'trainer.max_stepz'" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_run_uses_the_file(tmp_path):
+    config = tmp_path / "small.yaml"
+    config.write_text(
+        "stage: sft\ntrainer: {max_steps: 2, batch_size: 4}\ndata: {num_train: 16}\neval: {num_samples: 2}\n"
+    )
+    result = run_cli("run", "--config", str(config), "trainer.max_steps=3", f"run.root={tmp_path}/runs")
+    assert result.returncode == 0, result.stderr
+    run_dir = tmp_path / "runs" / "sft"
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3  # key=value over the file
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["trainer"]["batch_size"] == 4 and saved["data"]["num_train"] == 16  # from the file
