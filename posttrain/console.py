@@ -13,12 +13,14 @@ def progress_enabled(setting: str = "auto") -> bool:
 
 
 def quiet_library_progress_bars() -> None:
-    """datasets and transformers draw their own bars (tokenizing, loading weights); silence them."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    """datasets and transformers draw their own bars (tokenizing, loading weights); silence them. Libraries not
+    imported yet read the environment when they are (so a CLI error never waits for their import)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
 
 
 class StepReporter:

@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-from posttrain.devices import resolve_kernels
+from posttrain.devices import check_kernels_name, resolve_kernels
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
@@ -197,4 +197,6 @@ class Config:
 
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")
-        resolve_kernels(self.kernels, self.device)  # an unusable kernels=triton fails here, before any work
+        check_kernels_name(self.kernels)
+        if self.kernels == "triton":  # an unusable kernels=triton fails here, before any work (auto cannot fail)
+            resolve_kernels(self.kernels, self.device)

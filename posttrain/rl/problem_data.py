@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from posttrain.errors import UserError
-from posttrain.rl.sources import prompt_text, row_problem
 
 
 def dataset_name(spec: Any) -> str:
@@ -22,6 +21,7 @@ def dataset_name(spec: Any) -> str:
 def load_problem_rows(spec: Any) -> list[dict[str, Any]]:
     """Every row of `spec.path` (up to `spec.max_rows`), with a readable prompt and the answer column if named."""
     from posttrain.data.sources import read_records
+    from posttrain.rl.sources import prompt_text
 
     dataset = read_records(spec.path, key="problems.datasets.path")
     rows = []
@@ -47,6 +47,7 @@ def dataset_eval_sets(datasets: dict[str, list[dict[str, Any]]], cfg: Any, score
     """Each dataset's held-out rows (the tenth no stage trains on), up to eval.num_samples, as an eval set."""
     from posttrain.data.from_envs import is_heldout
     from posttrain.evaluation import EvalSet
+    from posttrain.rl.sources import prompt_text, row_problem
 
     sets = []
     for spec in cfg.problems.datasets:

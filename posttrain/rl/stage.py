@@ -70,10 +70,10 @@ class RLStage(Stage):
     def check(self, cfg: Config) -> None:
         from posttrain.envs import expand_names, make_env
         from posttrain.rl.config import check_registered
-        from posttrain.rollout.engine import ENGINES
+        from posttrain.rollout.engine import check_engine
 
         check_registered(cfg.rl)
-        require(cfg.rollout.engine in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}")
+        check_engine(cfg.rollout.engine)
         check_trained_sampling(cfg)
         envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
         for name in envs:

@@ -89,7 +89,15 @@ class Engine(ABC):
 
 
 def build_engine(name: str, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto") -> Engine:
+    check_engine(name)
     return ENGINES[name].load(model_path, seed=seed, dtype=dtype, device=device)
+
+
+def check_engine(name: str) -> None:
+    """`rollout.engine` must name a registered engine (checked when a command starts, before any work)."""
+    from posttrain.errors import require
+
+    require(name in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}, got {name!r}")
 
 
 def _stop_index(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Sequence[str]) -> int | None:

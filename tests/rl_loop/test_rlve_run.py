@@ -159,6 +159,7 @@ def test_async_markovian_rsa_trains_both_rounds_and_an_accepted_config_drops_not
         ("rl.max_staleness=0 rl.sync_every=2", "rl.max_staleness"),  # would train on stale rollouts
         ("rl.max_staleness=1 rl.sync_every=2", "rl.max_staleness"),  # async: would generate batches and drop them
         ("rl.bogus=1", "rl.bogus"),
+        ("rollout.engine=nope", "rollout.engine must be one of"),
         ("trainer.lr=0.1", "does not read 'trainer.lr'; use 'rl.lr'"),
         ("rewards.gate_threshold=0.5", "rewards.* grade prompt datasets"),
         ("rollout.strategy=markovian_rsa rsa.T=1", "rsa.final_temperature/rsa.final_top_p"),  # trained with top-p
