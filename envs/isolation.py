@@ -11,7 +11,9 @@ Model output is never an env failure: empty, huge or binary completions are form
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -127,9 +129,15 @@ class EnvPool:
                 out[i] = Verdict.format_failure(f"completion longer than {self.config.max_completion_chars} chars")
             else:
                 todo.append(i)
-        items = [(pairs[i][0].to_dict(), texts[i]) for i in todo]
+        # A group of samples often repeats an answer: each distinct (problem, completion) is verified once.
+        keys = {i: json.dumps([pairs[i][0].to_dict(), texts[i]], sort_keys=True, default=str) for i in todo}
+        first: dict[str, int] = {}
+        for i in todo:
+            first.setdefault(keys[i], i)
+        unique = list(first.values())
+        items = [(pairs[i][0].to_dict(), texts[i]) for i in unique]
         results = self.pool.map(_verify, items, timeout_s=self.config.verify_timeout_s)
-        for i, result in zip(todo, results, strict=True):
+        for i, result in zip(unique, results, strict=True):
             try:
                 out[i] = _as_verdict(result)
                 if "error" in out[i].info:  # the env's own verifier reported a bug
@@ -137,6 +145,9 @@ class EnvPool:
             except Exception as exc:
                 self._fail(pairs[i][0].env, f"verify: {exc}", result.traceback)
                 out[i] = Verdict.error(str(exc))
+        for i in todo:
+            if out[i] is None:
+                out[i] = copy.deepcopy(out[first[keys[i]]])
         return [v if v is not None else Verdict.error("not verified") for v in out]
 
     def solve_many(self, problems: Sequence[Problem]) -> list[str | None]:

@@ -21,7 +21,7 @@ from posttrain.config import Config, closest, compose, load_saved, save, to_obje
 from posttrain.config.load import user_file_keys
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
-from posttrain.stagekit import ORDER, Stage, get_stage, pipeline, stage_names, unread_error
+from posttrain.stagekit import GROUPS, ORDER, Stage, get_stage, group_of, pipeline, stage_names, unread_error
 
 ERROR_LOG, SUMMARY = "error.log", "summary.json"
 
@@ -82,15 +82,17 @@ def scoped_overrides(stage: str, overrides: Sequence[str]) -> list[str]:
     A prefix naming another stage (`sft.trainer.max_steps=30` while running rlve) is kept out of this stage's
     config; it reaches that stage when it runs (`stage=all`, or built on demand below).
     """
-    names = {*stage_names(), *ORDER}
-    plain, mine = [], []
+    names, group = {*stage_names(), *ORDER, *GROUPS}, group_of(stage)
+    plain, grouped, mine = [], [], []
     for item in overrides:
         head, _, rest = item.partition(".")
         if head not in names:
             plain.append(item)
+        elif head == group:
+            grouped.append(rest)
         elif head == stage:
             mine.append(rest)
-    return plain + mine
+    return plain + grouped + mine
 
 
 def previous_stage_final(stage: str, kit: Stage, cfg: Config) -> tuple[str, str | None]:
@@ -127,14 +129,23 @@ def check_common(cfg: Config) -> None:
         check_targets(cfg.model.path, cfg.model.lora)
 
 
-def _check_pipeline_keys(keys: Sequence[str]) -> None:
-    """Under stage=all an unscoped key reaches every stage: it must be read by at least one of them."""
-    stages = [get_stage(name) for name in pipeline()]
-    for key in keys:
-        if key.partition(".")[0] in {*stage_names(), *ORDER} or key == "stage":
+def _run_sequence(names: Sequence[str], overrides: Sequence[str], config_file: str | None) -> dict:
+    """stage=all or a group: each stage in order, chained by final/. An unscoped key reaches every stage, so it
+    must be read by at least one of them."""
+    stages = [get_stage(name) for name in names]
+    keys = [item.split("=", 1)[0] for item in overrides]
+    for key in [*keys, *(user_file_keys(config_file) if config_file is not None else [])]:
+        if key.partition(".")[0] in {*stage_names(), *ORDER, *GROUPS} or key == "stage":
             continue
         if all(stage.unread_keys(None, [key]) for stage in stages):
-            raise UserError(f"no stage of the pipeline ({', '.join(pipeline())}) reads '{key}'")
+            raise UserError(f"none of the stages {', '.join(names)} reads '{key}'")
+    summaries = {}
+    for i, name in enumerate(names):
+        # run.dir is per stage; a plain model.path is the sequence's start, so only the first stage takes it
+        dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
+        kept = [o for o in overrides if not o.startswith(dropped)]
+        summaries[name] = run_stage(name, kept, config_file, strict=False)
+    return summaries
 
 
 def run_stage(
@@ -143,27 +154,20 @@ def run_stage(
     """Run one stage (or `all`, in pipeline order) and return its summary. `config_file`: a user's YAML, layered
     between the stage's defaults and `overrides` (for every stage `all` runs). `strict`: a key the stage does not
     read is an error (under stage=all a key only has to be read by some stage)."""
-    from_file = user_file_keys(config_file) if config_file is not None else []
-    if stage == "all":
-        _check_pipeline_keys([item.split("=", 1)[0] for item in overrides] + from_file)
-        summaries = {}
-        for i, name in enumerate(pipeline()):
-            # run.dir is per stage; a plain model.path is the pipeline's start, so only the first stage takes it
-            dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
-            kept = [o for o in overrides if not o.startswith(dropped)]
-            summaries[name] = run_stage(name, kept, config_file, strict=False)
-        return summaries
     from posttrain.plugins import load_plugins, plugins_in
 
     load_plugins(plugins_in(overrides))  # before the checks: a plugin may register a stage, env or loss
+    if stage == "all" or stage in GROUPS:
+        return _run_sequence(pipeline() if stage == "all" else GROUPS[stage], overrides, config_file)
+    from_file = user_file_keys(config_file) if config_file is not None else []
     if stage not in stage_names():
-        suggestion = closest(stage, stage_names())
+        suggestion = closest(stage, [*stage_names(), *GROUPS, "all"])
         hint = f"; did you mean '{suggestion}'?" if suggestion else ""
-        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*stage_names(), 'all'])})")
+        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*stage_names(), *GROUPS, 'all'])})")
     mine = scoped_overrides(stage, overrides)
     raw: DictConfig = compose(stage, mine, user_file=config_file)
     kit = get_stage(stage)
-    own = [item.partition(".")[2] for item in overrides if item.partition(".")[0] == stage]
+    own = [item.partition(".")[2] for item in overrides if item.partition(".")[0] in (stage, group_of(stage))]
     given = [item.split("=", 1)[0] for item in mine] + from_file if strict else [o.split("=", 1)[0] for o in own]
     error = unread_error(kit, raw, [key for key in given if key != "stage"])
     if error is not None:

@@ -26,10 +26,15 @@ from posttrain.errors import UserError
 COMMON_KEYS = ("stage", "seed", "resume", "device", "run", "logging", "plugins", "model.path")
 
 # Pipeline order; `stage=all` runs these, chained by final/. `rm` is built on demand by `rlhf`.
-ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")
+ORDER = ("sft", "warmup", "rlve", "mathcode_phase1", "mathcode_phase2", "rlhf")
+# A group runs its stages in order; `<group>.key=value` reaches each of them.
+GROUPS = {"mathcode": ("mathcode_phase1", "mathcode_phase2")}
 _BUILTIN = {
     "sft": "posttrain.stages.sft:SFT",
+    "warmup": "posttrain.stages.warmup:Warmup",
     "rlve": "posttrain.stages.rlve:RLVE",
+    "mathcode_phase1": "posttrain.stages.mathcode:MathCodePhase1",
+    "mathcode_phase2": "posttrain.stages.mathcode:MathCodePhase2",
 }
 STAGE_REGISTRY: dict[str, str | type[Stage]] = {}
 
@@ -95,6 +100,10 @@ def get_stage(name: str) -> Stage:
         entry = getattr(importlib.import_module(module), attr)
         STAGE_REGISTRY[name] = entry
     return entry()
+
+
+def group_of(stage: str) -> str | None:
+    return next((group for group, members in GROUPS.items() if stage in members), None)
 
 
 def pipeline() -> list[str]:

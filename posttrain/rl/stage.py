@@ -79,6 +79,13 @@ class RLStage(Stage):
         for name in envs:
             make_env(name)  # unknown names fail before any work
         check_reward_floor(cfg, envs)
+        if uses_sandbox(cfg, envs):
+            from posttrain.rewards.sandbox import isolation_level
+
+            try:
+                isolation_level(cfg.rewards.sandbox.isolation)  # no safe sandbox: one line before any work
+            except ValueError as exc:
+                raise UserError(f"rewards.sandbox.isolation: {exc}") from None
         if cfg.ttc.fraction > 0 and cfg.ttc.source == "checkpoint":
             from posttrain.models import check_model_path
 
@@ -180,6 +187,15 @@ class RLStage(Stage):
 def eval_temperatures(cfg: Config) -> list[float]:
     """The sweep, always including greedy and the temperature RL samples at."""
     return sorted({0.0, cfg.rollout.temperature, *cfg.eval.temperatures})
+
+
+def uses_sandbox(cfg: Config, envs: list[str]) -> bool:
+    """Whether model-written programs will run: a code env (the `code` tag), or a `code` reward."""
+    from posttrain.envs import make_env
+
+    specs = [*cfg.rewards.components, *(d.reward for d in cfg.problems.datasets if d.reward)]
+    names = {s.get("name") if isinstance(s, dict) else s.name for s in specs} if cfg.problems.datasets else set()
+    return "code" in names or any("code" in getattr(make_env(e), "tags", ()) for e in envs)
 
 
 def check_trained_sampling(cfg: Config) -> None:

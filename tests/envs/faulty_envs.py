@@ -50,3 +50,17 @@ class Broken(Env):
 
     def check(self, problem: Problem, answer: str) -> bool:
         raise RuntimeError("checker bug")
+
+
+class Counting(Env):
+    """Appends a line to $POSTTRAIN_TEST_COUNT_FILE for every answer it checks (pool workers inherit it)."""
+
+    name = "counting"
+
+    def generate(self, seed: int, difficulty: int) -> Problem:
+        return self.problem(seed, difficulty, "Say 1.", "1")
+
+    def check(self, problem: Problem, answer: str) -> bool:
+        with open(os.environ["POSTTRAIN_TEST_COUNT_FILE"], "a") as log:
+            log.write(f"{problem.seed}:{answer}\n")
+        return answer == "1"

@@ -157,3 +157,16 @@ def test_an_env_registered_in_the_users_script_reaches_the_workers(tmp_path: Pat
     )
     done = run_python(code, tmp_path, how="-c")
     assert (done.returncode, done.stdout) == (0, "Say 7. True False\n"), done.stderr[-3000:]
+
+
+def test_repeated_answers_are_verified_once_and_every_pair_gets_its_verdict(tmp_path, monkeypatch):
+    log = tmp_path / "checked.txt"
+    monkeypatch.setenv("POSTTRAIN_TEST_COUNT_FILE", str(log))
+    env = "tests/envs/faulty_envs.py:Counting"
+    with EnvPool(EnvsConfig(workers=2)) as pool:
+        problems = [p for p in pool.generate_many([(env, seed, 0) for seed in (0, 1)]) if p is not None]
+        answers = ["<answer>1</answer>"] * 5 + ["<answer>2</answer>"] * 3
+        pairs = [(problems[0], a) for a in answers] + [(problems[1], "<answer>1</answer>")]
+        verdicts = pool.verify_many(pairs)
+    assert [v.correct for v in verdicts] == [True] * 5 + [False] * 3 + [True]
+    assert sorted(log.read_text().split()) == ["0:1", "0:2", "1:1"]  # three distinct pairs, three checks
