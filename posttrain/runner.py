@@ -148,6 +148,18 @@ def _run_sequence(names: Sequence[str], overrides: Sequence[str], config_file: s
     return summaries
 
 
+def run_pipeline(overrides: Sequence[str], config_file: str | None) -> dict:
+    """stage=all: every stage in order, then the stage-by-stage table of held-out scores."""
+    from posttrain.pipeline_report import pipeline_report
+
+    names = pipeline()
+    summaries = _run_sequence(names, overrides, config_file)
+    root = Path(summaries[names[0]]["final"]).parents[1]
+    start = str(load_saved(root / names[0] / "config.yaml").model.path)
+    summaries["pipeline"] = pipeline_report(root, names, start)
+    return summaries
+
+
 def run_stage(
     stage: str, overrides: Sequence[str], config_file: str | None = None, *, strict: bool = True
 ) -> dict:
@@ -157,8 +169,10 @@ def run_stage(
     from posttrain.plugins import load_plugins, plugins_in
 
     load_plugins(plugins_in(overrides))  # before the checks: a plugin may register a stage, env or loss
-    if stage == "all" or stage in GROUPS:
-        return _run_sequence(pipeline() if stage == "all" else GROUPS[stage], overrides, config_file)
+    if stage == "all":
+        return run_pipeline(overrides, config_file)
+    if stage in GROUPS:
+        return _run_sequence(GROUPS[stage], overrides, config_file)
     from_file = user_file_keys(config_file) if config_file is not None else []
     if stage not in stage_names():
         suggestion = closest(stage, [*stage_names(), *GROUPS, "all"])

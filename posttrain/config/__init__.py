@@ -3,6 +3,7 @@
 from posttrain.config.load import (
     closest,
     compose,
+    load_run_config,
     load_saved,
     read_user_file,
     save,
@@ -16,6 +17,7 @@ __all__ = [
     "Config",
     "closest",
     "compose",
+    "load_run_config",
     "load_saved",
     "read_user_file",
     "save",

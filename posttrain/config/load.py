@@ -219,3 +219,8 @@ def save(cfg: DictConfig, path: Path) -> None:
 
 def load_saved(path: Path) -> DictConfig:
     return OmegaConf.load(path)
+
+
+def load_run_config(path: Path) -> Config:
+    """A run's saved config.yaml as the typed `Config` it was run with."""
+    return to_object(OmegaConf.merge(OmegaConf.structured(Config), load_saved(path)))

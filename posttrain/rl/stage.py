@@ -86,10 +86,6 @@ class RLStage(Stage):
                 isolation_level(cfg.rewards.sandbox.isolation)  # no safe sandbox: one line before any work
             except ValueError as exc:
                 raise UserError(f"rewards.sandbox.isolation: {exc}") from None
-        if cfg.ttc.fraction > 0 and cfg.ttc.source == "checkpoint":
-            from posttrain.models import check_model_path
-
-            check_model_path(cfg.ttc.checkpoint)
 
     def prepare(self, cfg: Config) -> Prepared:
         from posttrain.envs import expand_names
@@ -98,6 +94,10 @@ class RLStage(Stage):
         from posttrain.rl.problem_data import load_problem_rows
 
         param_lr_overrides(model_skeleton(cfg.model.path), cfg.rl.param_groups)  # a regex naming no parameter
+        if cfg.ttc.fraction > 0 and cfg.ttc.source == "checkpoint":  # (may be a stage built just before this one)
+            from posttrain.models import check_model_path
+
+            check_model_path(cfg.ttc.checkpoint)
         envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
         datasets = {dataset_name(spec): load_problem_rows(spec) for spec in cfg.problems.datasets}
         return Prepared(envs, datasets)
