@@ -37,21 +37,21 @@ def test_sigkill_of_a_run_leaves_no_ray_process_behind(sft_model, tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # the test kills this one process, not its group: as `kill -9 <pid>` would
     )
-    metrics = tmp_path / "rlve" / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.is_file() and metrics.read_text().strip()):  # Ray is up once a step is logged
-        assert run.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    parent = psutil.Process(run.pid)
-    session = session_of(parent.children(recursive=True))
-    ours = [
-        p for p in psutil.process_iter(["cmdline"]) if p.pid != run.pid and session in " ".join(p.info["cmdline"] or [])
-    ]
+    try:
+        metrics = tmp_path / "rlve" / "metrics.jsonl"
+        deadline = time.monotonic() + 300
+        while not (metrics.is_file() and metrics.read_text().strip()):  # Ray is up once a step is logged
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        session = session_of(psutil.Process(run.pid).children(recursive=True))
+        everyone = psutil.process_iter(["cmdline"])
+        ours = [p for p in everyone if p.pid != run.pid and session in " ".join(p.info["cmdline"] or [])]
+    finally:  # whatever happened above, the run must not outlive the test
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait()
     cmdlines = [" ".join(p.info["cmdline"] or []) for p in ours]
     # the dashboard and runtime-env agents that used to be left behind, and the reaper that now takes them down
     for part in ("dashboard/agent.py", "runtime_env/agent/main.py", "posttrain.rollout.reaper"):
         assert any(part in line for line in cmdlines), (part, cmdlines)
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
     _, alive = psutil.wait_procs(ours, timeout=30)
     assert not alive, [" ".join(p.cmdline())[:120] for p in alive if p.is_running()]
