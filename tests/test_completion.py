@@ -36,7 +36,7 @@ zpty -w -n z $'\C-u'"print done > $3.done"$'\n'
 repeat 600 { [[ -f $3.done ]] && break; sleep 0.1 }
 zpty -d z
 """
-COMMANDS = ["completion", "config", "envs", "eval", "rsa", "run"]
+COMMANDS = ["completion", "config", "envs", "eval", "rsa", "run", "serve"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def bash_script(tmp_path_factory):
         ("posttrain run seed=", ["posttrain", "run", "seed", "="], []),  # no known values: nothing invented
         ("posttrain config sh", ["posttrain", "config", "sh"], ["show"]),
         ("posttrain config show logging.rep", ["posttrain", "config", "show", "logging.rep"], ["logging.report_to="]),
-        ("posttrain eval eval.temp", ["posttrain", "eval", "eval.temp"], ["eval.temperature="]),
+        ("posttrain eval eval.temp", ["posttrain", "eval", "eval.temp"], ["eval.temperature=", "eval.temperatures="]),
         ("posttrain run --con", ["posttrain", "run", "--con"], ["--config"]),
         ("posttrain completion ", ["posttrain", "completion", ""], ["bash", "zsh"]),
     ],
