@@ -56,12 +56,12 @@ _ZSH = """
 
 def _keys_and_values() -> tuple[list[str], dict[str, list[str]]]:
     from posttrain.config.load import schema_fields
-    from posttrain.stagekit import stage_names
+    from posttrain.stagekit import GROUPS, stage_names
 
     typed = list(schema_fields())
     sections = {key.rsplit(".", 1)[0] for key, _ in typed if "." in key}
     keys = [f"{key}=" for key, _ in typed if key not in sections]
-    values = {"stage": [*stage_names(), "all"]}
+    values = {"stage": [*stage_names(), *GROUPS, "all"]}
     values.update({key: ["true", "false"] for key, kind in typed if kind is bool})
     return keys, values
 

@@ -17,11 +17,21 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
-from posttrain.config import Config, closest, compose, load_saved, save, to_object
+from posttrain.config import Config, compose, load_saved, save, to_object
 from posttrain.config.load import user_file_keys
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
-from posttrain.stagekit import GROUPS, ORDER, Stage, get_stage, group_of, pipeline, stage_names, unread_error
+from posttrain.stagekit import (
+    GROUPS,
+    ORDER,
+    Stage,
+    check_stage_name,
+    get_stage,
+    group_of,
+    pipeline,
+    stage_names,
+    unread_error,
+)
 
 ERROR_LOG, SUMMARY = "error.log", "summary.json"
 
@@ -169,15 +179,12 @@ def run_stage(
     from posttrain.plugins import load_plugins, plugins_in
 
     load_plugins(plugins_in(overrides))  # before the checks: a plugin may register a stage, env or loss
+    check_stage_name(stage)
     if stage == "all":
         return run_pipeline(overrides, config_file)
     if stage in GROUPS:
         return _run_sequence(GROUPS[stage], overrides, config_file)
     from_file = user_file_keys(config_file) if config_file is not None else []
-    if stage not in stage_names():
-        suggestion = closest(stage, [*stage_names(), *GROUPS, "all"])
-        hint = f"; did you mean '{suggestion}'?" if suggestion else ""
-        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join([*stage_names(), *GROUPS, 'all'])})")
     mine = scoped_overrides(stage, overrides)
     raw: DictConfig = compose(stage, mine, user_file=config_file)
     kit = get_stage(stage)

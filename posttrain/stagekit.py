@@ -106,6 +106,17 @@ def group_of(stage: str) -> str | None:
     return next((group for group, members in GROUPS.items() if stage in members), None)
 
 
+def check_stage_name(stage: str) -> None:
+    """One line naming the closest stage, and every runnable name, for a stage that does not exist."""
+    import difflib
+
+    known = [*stage_names(), *GROUPS, "all"]
+    if stage not in known:
+        close = difflib.get_close_matches(stage, known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UserError(f"unknown stage '{stage}'{hint} (available: {', '.join(known)})")
+
+
 def pipeline() -> list[str]:
     """The stages `stage=all` runs, in order."""
     return [name for name in ORDER if name in stage_names()]

@@ -55,7 +55,8 @@ def test_corrupt_model_dir_and_unreadable_data(tmp_path, capsys):
 
 def test_existing_run_is_never_overwritten_without_consent(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "sft"
-    run_dir.mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-1").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-1" / "posttrain-checkpoint.json").write_text('{"step": 1}')
     (run_dir / "config.yaml").write_text("stage: sft\n")
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     code, err = run_main(capsys, "run", "stage=sft", f"run.root={tmp_path}/runs")

@@ -36,7 +36,7 @@ zpty -w -n z $'\C-u'"print done > $3.done"$'\n'
 repeat 600 { [[ -f $3.done ]] && break; sleep 0.1 }
 zpty -d z
 """
-COMMANDS = ["completion", "config", "envs", "eval", "rsa", "run"]
+COMMANDS = ["completion", "config", "envs", "eval", "rsa", "run", "serve"]
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +54,13 @@ def bash_script(tmp_path_factory):
         ("posttrain run model.lora.", ["posttrain", "run", "model.lora."],
          ["model.lora.alpha=", "model.lora.dropout=", "model.lora.r=", "model.lora.target_modules="]),
         ("posttrain run stage=r", ["posttrain", "run", "stage", "=", "r"], ["rlve"]),
-        ("posttrain run stage=", ["posttrain", "run", "stage", "="], ["all", "rlve", "sft"]),
+        ("posttrain run stage=", ["posttrain", "run", "stage", "="],
+         ["all", "mathcode", "mathcode_phase1", "mathcode_phase2", "rlve", "sft", "warmup"]),
         ("posttrain run run.overwrite=", ["posttrain", "run", "run.overwrite", "="], ["false", "true"]),
         ("posttrain run seed=", ["posttrain", "run", "seed", "="], []),  # no known values: nothing invented
         ("posttrain config sh", ["posttrain", "config", "sh"], ["show"]),
         ("posttrain config show logging.rep", ["posttrain", "config", "show", "logging.rep"], ["logging.report_to="]),
-        ("posttrain eval eval.temp", ["posttrain", "eval", "eval.temp"], ["eval.temperature="]),
+        ("posttrain eval eval.temp", ["posttrain", "eval", "eval.temp"], ["eval.temperature=", "eval.temperatures="]),
         ("posttrain run --con", ["posttrain", "run", "--con"], ["--config"]),
         ("posttrain completion ", ["posttrain", "completion", ""], ["bash", "zsh"]),
     ],

@@ -14,8 +14,8 @@ TRAINER_KEYS = (
     "router_balancing_lr, save_every, warmup_steps, weight_decay"
 )
 TOP_LEVEL = (
-    "curriculum, data, device, envs, eval, logging, model, ray, resume, rewards, rl, rollout, rsa, run, seed, stage, "
-    "trainer"
+    "curriculum, data, device, envs, eval, kernels, logging, model, plugins, problems, ray, resume, rewards, rl, "
+    "rollout, rsa, run, seed, serve, stage, trainer, ttc"
 )
 
 

@@ -33,6 +33,8 @@ def test_resume_is_quiet_continues_the_token_count_and_leaves_no_model_card(tmp_
 
     # As if killed after the step-2 checkpoint: resume from it, with the default progress (plain lines in CI).
     shutil.rmtree(run_dir / "checkpoints" / "step-4")
+    shutil.rmtree(run_dir / "final")
+    (run_dir / "summary.json").unlink()
     resumed = run_cli("run", *args, "resume=auto")
     assert resumed.returncode == 0, resumed.stderr
     assert "missing keys" not in resumed.stdout + resumed.stderr

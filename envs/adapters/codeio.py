@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from posttrain.envs.adapters.reasoning_gym import ReasoningGymEnv, _entry
-from posttrain.envs.api import ANSWER_REQUEST, Malformed, Problem, Verdict
+from posttrain.envs.api import ANSWER_REQUEST, Env, Malformed, Problem, Verdict
 
 REDRAWS = 20  # a broken or non-deterministic item is replaced by the next draw for the same (seed, level)
 _REDRAW_STRIDE = 2**40  # attempt k draws upstream seed `seed + k * stride`, away from every plain seed
@@ -108,6 +108,10 @@ class CodeIOEnv(ReasoningGymEnv):
     """`rg:codeio` with the strict grader above; `rg:codeio:lenient` keeps reasoning-gym's scorer."""
 
     _limits: ClassVar[dict[str, float]] = {"timeout_s": 4.0, "memory_mb": 1024}  # under envs.verify_timeout_s
+
+    # Grading needs only what `generate` stored in Problem.params (the item may come from a redraw, not from
+    # (seed, level)), so there is no regeneration check: the base Env's verify.
+    verify = Env.verify
 
     def __init__(self) -> None:
         super().__init__("codeio", strict=True)

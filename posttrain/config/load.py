@@ -178,10 +178,10 @@ def compose(
     default: the stage's own file; commands that are not stages, `posttrain rsa` and `posttrain eval`,
     pass theirs), the user's YAML `user_file`, then the `key=value` overrides.
     """
-    from posttrain.stagekit import stage_names
+    from posttrain.stagekit import check_stage_name
 
-    if layer_files is None and stage not in stage_names():
-        raise UserError(f"unknown stage {stage!r} (available: {', '.join(stage_names())})")
+    if layer_files is None:
+        check_stage_name(stage)
     override_keys = [item.split("=", 1)[0] for item in overrides]
     stage_file = resources.files("posttrain.configs").joinpath("stages", f"{stage}.yaml")
     files = ([f"stages/{stage}.yaml"] if stage_file.is_file() else []) if layer_files is None else list(layer_files)

@@ -150,13 +150,13 @@ def test_cli_lists_every_source_by_default_with_counts(tmp_path: Path):
     rlve = [n for n in names if n.startswith("rlve:")]
     rg = [n for n in names if n.startswith("rg:")]
     builtin = [row["name"] for row in rows if row["source"] == "builtin"]
-    assert len(names) == len(set(names)) and len(rlve) == 400 and 100 <= len(rg) <= 120 and len(builtin) == 16
+    assert len(names) == len(set(names)) and len(rlve) == 400 and 100 <= len(rg) <= 120 and len(builtin) == 17
     assert {"add", "rlve:TwoSAT", "rg:leg_counting"} <= set(names)
     assert next(r for r in rows if r["name"] == "rg:leg_counting")["max_difficulty"] == 35  # see test_adapters
     assert next(r for r in rows if r["name"] == "rlve:PolyaModel")["broken"]  # the broken list is applied
     table = run_cli("envs", "list", env=cache)
     lines = table.stdout.splitlines()
-    assert lines[-1] == f"{len(names)} envs: 16 builtin, 400 rlve, {len(rg)} rg"
+    assert lines[-1] == f"{len(names)} envs: 17 builtin, 400 rlve, {len(rg)} rg"
     assert [line.split("\t")[0] for line in lines[:-1]] == names
     only_rg = run_cli("envs", "list", "--source", "rg", "--json", env=cache)
     assert [row["name"] for row in json.loads(only_rg.stdout)] == rg
