@@ -201,3 +201,23 @@ def test_malformed_json_and_the_openai_client_see_400s(server, client):
     assert set(error) >= {"message", "type", "param"} and "JSON" in error["message"]
     with pytest.raises(openai.BadRequestError, match="not served here"):
         client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_seeded_request_gets_the_same_samples_alone_and_in_a_busy_batch(client, server):
+    """Each choice draws from its own stream, seeded by (seed, choice): other requests sharing the engine call
+    (different prompts, seeds and lengths) change nothing; another seed changes the samples."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(prompt: str, seed: int) -> list[str]:
+        reply = client.completions.create(
+            model=server.model, prompt=prompt, max_tokens=8, temperature=1.0, seed=seed, n=2
+        )
+        return [c.text for c in reply.choices]
+
+    alone = ask("12+30=", 7)
+    with ThreadPoolExecutor(8) as pool:
+        crowd = [pool.submit(ask, f"{i}+{i}=", 100 + i) for i in range(7)]
+        mine = pool.submit(ask, "12+30=", 7)
+        [job.result() for job in crowd]
+    assert mine.result() == alone and alone[0] != alone[1]
+    assert ask("12+30=", 8) != alone
