@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, TrainerCallback, TrainingArguments
-from trl import SFTConfig, SFTTrainer
+from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
 from posttrain.models.router_balancing import RouterBalancer, find_routers
@@ -83,40 +83,64 @@ class RouterBalancingCallback(TrainerCallback):
             self._detach()
 
 
-# TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
+# TRL's configs still pass the renamed `gradient_checkpointing` argument; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
 
 
-def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any) -> tuple[SFTTrainer, RunDirCallback]:
+def _training_args(ctx: RunContext) -> dict[str, Any]:
+    """What every Trainer-driven stage shares: schedule, checkpoint cadence (published by `RunDirCallback`),
+    seeds, device and logging every step."""
     cfg, trainer_cfg = ctx.cfg, ctx.cfg.trainer
-    args = SFTConfig(
-        output_dir=str(ctx.checkpoints.staging),
-        max_steps=trainer_cfg.max_steps,
-        per_device_train_batch_size=trainer_cfg.batch_size,
-        gradient_accumulation_steps=trainer_cfg.grad_accum,
-        learning_rate=trainer_cfg.lr,
-        lr_scheduler_type=trainer_cfg.lr_scheduler,
-        warmup_steps=trainer_cfg.warmup_steps,
-        weight_decay=trainer_cfg.weight_decay,
-        max_grad_norm=trainer_cfg.max_grad_norm,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=trainer_cfg.save_every,
-        save_total_limit=None,
-        report_to="none",
-        disable_tqdm=not ctx.progress,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=resolve_device(cfg.device) == "cpu",
-        bf16=cfg.model.dtype == "bfloat16",
-        max_length=cfg.data.max_seq_len,
-        completion_only_loss=True,
-        dataloader_num_workers=0,
-    )
+    return {
+        "output_dir": str(ctx.checkpoints.staging),
+        "max_steps": trainer_cfg.max_steps,
+        "per_device_train_batch_size": trainer_cfg.batch_size,
+        "gradient_accumulation_steps": trainer_cfg.grad_accum,
+        "learning_rate": trainer_cfg.lr,
+        "lr_scheduler_type": trainer_cfg.lr_scheduler,
+        "warmup_steps": trainer_cfg.warmup_steps,
+        "weight_decay": trainer_cfg.weight_decay,
+        "max_grad_norm": trainer_cfg.max_grad_norm,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": trainer_cfg.save_every,
+        "save_total_limit": None,
+        "report_to": "none",
+        "disable_tqdm": not ctx.progress,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "use_cpu": resolve_device(cfg.device) == "cpu",
+        "bf16": cfg.model.dtype == "bfloat16",
+        "max_length": cfg.data.max_seq_len,
+        "dataloader_num_workers": 0,
+    }
+
+
+def _callbacks(ctx: RunContext, model: Any) -> tuple[list[TrainerCallback], RunDirCallback]:
     callback = RunDirCallback(ctx)
     callbacks: list[TrainerCallback] = [callback]
+    trainer_cfg = ctx.cfg.trainer
     if trainer_cfg.router_balancing and find_routers(model):
         callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
+    return callbacks, callback
+
+
+def build_sft_trainer(ctx: RunContext, model: Any, tokenizer: Any, dataset: Any) -> tuple[SFTTrainer, RunDirCallback]:
+    args = SFTConfig(**_training_args(ctx), completion_only_loss=True)
+    callbacks, callback = _callbacks(ctx, model)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)
+    return trainer, callback
+
+
+def build_reward_trainer(
+    ctx: RunContext, model: Any, tokenizer: Any, dataset: Any
+) -> tuple[RewardTrainer, RunDirCallback]:
+    """TRL's RewardTrainer (Bradley-Terry loss on chosen/rejected conversations) on a num_labels=1 model."""
+    args = RewardConfig(**_training_args(ctx))
+    callbacks, callback = _callbacks(ctx, model)
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
     trainer.remove_callback(PrinterCallback)
     return trainer, callback

@@ -9,9 +9,9 @@ config cannot continue.
 
 from types import ModuleType
 
-from posttrain.stages import rlve, sft
+from posttrain.stages import rlve, rm, sft
 
 ORDER = ("sft", "warmup", "rlve", "mathcode", "rlhf")
-STAGES: dict[str, ModuleType] = {"sft": sft, "rlve": rlve}
+STAGES: dict[str, ModuleType] = {"sft": sft, "rlve": rlve, "rm": rm}
 
 __all__ = ["ORDER", "STAGES"]
