@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from posttrain.errors import UserError
 from posttrain.rewards.base import RewardOutput, as_text, mean, per_sample, register_reward
+from posttrain.rewards.compose import check_ready
 
 logger = logging.getLogger(__name__)
 
@@ -189,9 +190,7 @@ class _Judge:
 
     def check(self) -> None:
         """Refuse an unreachable judge before any work (a `UserError`); see `HttpBackend.check`."""
-        probe = getattr(self.backend, "check", None)
-        if probe is not None:
-            probe()
+        check_ready(self.backend)
 
     def _ask_all(self, contents: list[str]) -> list[str | JudgeError]:
         """The reply to each request, or the error that stood in for it; nothing a backend does escapes."""
