@@ -86,16 +86,16 @@ class RewardModelScorer:
         return scores
 
 
-def preference_accuracy(scorer: RewardModelScorer, pairs: Sequence[dict[str, Any]]) -> float:
-    """Fraction of pairs whose chosen conversation outscores the rejected one (a tie counts half).
+def preference_wins(scorer: RewardModelScorer, pairs: Sequence[dict[str, Any]]) -> list[float]:
+    """Per pair, 1 when the chosen conversation outscores the rejected one, 0.5 on a tie, else 0.
 
     Each side is a whole conversation ending in the assistant reply, as `posttrain.data.preferences` gives it.
     """
     if not pairs:
-        return 0.0
+        return []
     chosen = scorer.score([p["chosen"][:-1] for p in pairs], [p["chosen"][-1]["content"] for p in pairs])
     rejected = scorer.score([p["rejected"][:-1] for p in pairs], [p["rejected"][-1]["content"] for p in pairs])
-    return mean([1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)])
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)]
 
 
 @register_reward("reward_model")

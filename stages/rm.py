@@ -25,7 +25,8 @@ from posttrain.hf_trainer import build_reward_trainer
 from posttrain.models import check_model_path, load_reward_model, load_tokenizer
 from posttrain.models.lora import apply_lora
 from posttrain.plots import plot_metrics
-from posttrain.rewards.reward_model import RewardModelScorer, preference_accuracy
+from posttrain.rewards.base import mean
+from posttrain.rewards.reward_model import RewardModelScorer, preference_wins
 from posttrain.runner import RunContext
 
 Pair = dict[str, Any]
@@ -46,9 +47,14 @@ def check(cfg: Config) -> None:
 
 
 def _conversations(pair: Pair) -> Pair:
-    """Whole chosen/rejected conversations, as TRL tokenises them and the reward model scores them."""
+    """Whole chosen/rejected conversations, as TRL tokenises them and the reward model scores them
+    (with the synthetic set's `rejected_kind`, which the trainer ignores)."""
     prompt = pair.get("prompt") or []
-    return {"chosen": prompt + pair["chosen"], "rejected": prompt + pair["rejected"]}
+    return {
+        "chosen": prompt + pair["chosen"],
+        "rejected": prompt + pair["rejected"],
+        "rejected_kind": pair["rejected_kind"],
+    }
 
 
 def _pairs(cfg: Config) -> tuple[list[Pair], list[Pair]]:
@@ -100,12 +106,18 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
         device=resolve_device(cfg.device),
     )
     heldout = prepared.heldout
-    accuracy = preference_accuracy(scorer, heldout) if heldout else None
+    wins = preference_wins(scorer, heldout)
+    accuracy = mean(wins) if heldout else None
+    by_kind: dict[str, list[float]] = {}
+    for pair, win in zip(heldout, wins, strict=True):
+        if "rejected_kind" in pair:  # the synthetic set says how each rejected answer is bad
+            by_kind.setdefault(pair["rejected_kind"], []).append(win)
     plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
     summary = {
         "stage": "rm",
         "steps": trainer.state.global_step,
         "heldout_accuracy": accuracy,
+        "heldout_accuracy_by_kind": {kind: mean(w) for kind, w in sorted(by_kind.items())},
         "heldout_pairs": len(heldout),
         "data": prepared.counts,
         "train_runtime_s": callback.summary.get("train_runtime"),
