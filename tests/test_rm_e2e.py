@@ -30,7 +30,8 @@ def weights(final_dir):
 
 def test_rm_beats_chance_on_held_out_synthetic_pairs(tmp_path):
     args = ["trainer.max_steps=60", "trainer.batch_size=8", "trainer.lr=2e-3", "trainer.save_every=30"]
-    result = run_cli("run", *SMALL, *args, "data.num_train=480", "eval.num_samples=200", f"run.root={tmp_path}")
+    data = ["data.num_train=480", "eval.num_samples=200"]
+    result = run_cli("run", *SMALL, *args, *data, f"run.root={tmp_path}", timeout=3600)  # a hang guard on busy cores
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "rm"
     summary = json.loads((run_dir / "summary.json").read_text())
