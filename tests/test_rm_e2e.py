@@ -36,7 +36,7 @@ def test_rm_beats_chance_on_held_out_synthetic_pairs(tmp_path):
     run_dir = tmp_path / "rm"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 60 and summary["heldout_pairs"] == 200
-    # Chance is 0.5 (a 200-pair estimate has a standard deviation of 0.035 there); seed 0 measured 0.69.
+    # Chance is 0.5 (a 200-pair estimate has a standard deviation of 0.035 there); seed 0 measured 0.655.
     assert summary["heldout_accuracy"] >= 0.6, summary
     assert set(summary["heldout_accuracy_by_kind"]) == {"violates", "off_topic", "repetition"}
     assert f"held-out preference accuracy: {summary['heldout_accuracy']:.1%} on 200 pairs" in result.stdout
