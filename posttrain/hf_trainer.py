@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, TrainerCallback, TrainerState, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
-from trl import SFTConfig, SFTTrainer
+from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
 
 from posttrain.devices import resolve_device
 from posttrain.errors import UserError
@@ -87,11 +87,12 @@ class RouterBalancingCallback(TrainerCallback):
             self._detach()
 
 
-class RunDirSFTTrainer(SFTTrainer):
-    """TRL's SFTTrainer, resumable from a posttrain checkpoint without noise or lost counters."""
+class RunDirTrainer:
+    """What a Trainer inside a posttrain run does differently: no model card in checkpoints/.partial (final/ is
+    exported apart), and no warning about a tied weight that every checkpoint saves once."""
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """None: TRL writes one into output_dir (checkpoints/.partial) at every save; final/ is exported apart."""
+        """None: TRL writes one into output_dir (checkpoints/.partial) at every save."""
 
     def _issue_warnings_after_load(self, load_result: Any) -> None:
         # A tied weight (lm_head = embed_tokens) is saved once, so its alias is "missing" from every
@@ -105,6 +106,10 @@ class RunDirSFTTrainer(SFTTrainer):
             load_result._replace(missing_keys=[k for k in load_result.missing_keys if k not in filled])
         )
 
+
+class RunDirSFTTrainer(RunDirTrainer, SFTTrainer):
+    """TRL's SFTTrainer, resumable from a posttrain checkpoint without noise or lost counters."""
+
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         # TRL keeps the cumulative `num_tokens` in the trainer, not in the saved state; the checkpoint's
@@ -115,53 +120,81 @@ class RunDirSFTTrainer(SFTTrainer):
             self._total_train_tokens = int(counts[-1])
 
 
+class RunDirRewardTrainer(RunDirTrainer, RewardTrainer):
+    """TRL's RewardTrainer inside a posttrain run."""
+
+
 def check_precision(cfg: Any) -> None:
-    """`model.dtype` for SFT: bfloat16 and float16 are mixed precision (float32 weights, autocast compute);
-    float16's needs a GPU, so a CPU run is refused before any work."""
+    """`model.dtype` for Trainer stages: bfloat16 and float16 are mixed precision (float32 weights, autocast
+    compute); float16's needs a GPU, so a CPU run is refused before any work."""
     if cfg.model.dtype == "float16" and resolve_device(cfg.device) == "cpu":
         raise UserError(
             "model.dtype=float16 needs a GPU for SFT (fp16 mixed precision); on a CPU use float32 or bfloat16"
         )
 
 
-# TRL's SFTConfig still passes the renamed `gradient_checkpointing` argument; nothing for users to act on.
+# TRL's configs still pass the renamed `gradient_checkpointing` argument; nothing for users to act on.
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+
+
+def _training_args(ctx: RunContext) -> dict[str, Any]:
+    """What every Trainer-driven stage shares: schedule, checkpoint cadence (published by `RunDirCallback`),
+    seeds, device, precision and logging every step."""
+    cfg, trainer_cfg = ctx.cfg, ctx.cfg.trainer
+    return {
+        "output_dir": str(ctx.checkpoints.staging),
+        "max_steps": trainer_cfg.max_steps,
+        "per_device_train_batch_size": trainer_cfg.batch_size,
+        "gradient_accumulation_steps": trainer_cfg.grad_accum,
+        "learning_rate": trainer_cfg.lr,
+        "lr_scheduler_type": trainer_cfg.lr_scheduler,
+        "warmup_steps": trainer_cfg.warmup_steps,
+        "weight_decay": trainer_cfg.weight_decay,
+        "max_grad_norm": trainer_cfg.max_grad_norm,
+        "logging_steps": 1,
+        "save_strategy": "steps",
+        "save_steps": trainer_cfg.save_every,
+        "save_total_limit": None,
+        "report_to": "none",
+        "disable_tqdm": not ctx.progress,
+        "seed": cfg.seed,
+        "data_seed": cfg.seed,
+        "use_cpu": resolve_device(cfg.device) == "cpu",
+        "bf16": cfg.model.dtype == "bfloat16",
+        "fp16": cfg.model.dtype == "float16",
+        "max_length": cfg.data.max_seq_len,
+        "dataloader_num_workers": 0,
+    }
+
+
+def _callbacks(ctx: RunContext, model: Any) -> tuple[list[TrainerCallback], RunDirCallback]:
+    callback = RunDirCallback(ctx)
+    callbacks: list[TrainerCallback] = [callback]
+    trainer_cfg = ctx.cfg.trainer
+    if trainer_cfg.router_balancing and find_routers(model):
+        callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
+    return callbacks, callback
 
 
 def build_sft_trainer(
     ctx: RunContext, model: Any, tokenizer: Any, dataset: Any
 ) -> tuple[RunDirSFTTrainer, RunDirCallback]:
-    cfg, trainer_cfg = ctx.cfg, ctx.cfg.trainer
-    args = SFTConfig(
-        output_dir=str(ctx.checkpoints.staging),
-        max_steps=trainer_cfg.max_steps,
-        per_device_train_batch_size=trainer_cfg.batch_size,
-        gradient_accumulation_steps=trainer_cfg.grad_accum,
-        learning_rate=trainer_cfg.lr,
-        lr_scheduler_type=trainer_cfg.lr_scheduler,
-        warmup_steps=trainer_cfg.warmup_steps,
-        weight_decay=trainer_cfg.weight_decay,
-        max_grad_norm=trainer_cfg.max_grad_norm,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=trainer_cfg.save_every,
-        save_total_limit=None,
-        report_to="none",
-        disable_tqdm=not ctx.progress,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        use_cpu=resolve_device(cfg.device) == "cpu",
-        bf16=cfg.model.dtype == "bfloat16",
-        fp16=cfg.model.dtype == "float16",
-        max_length=cfg.data.max_seq_len,
-        completion_only_loss=True,
-        dataloader_num_workers=0,
-    )
-    callback = RunDirCallback(ctx)
-    callbacks: list[TrainerCallback] = [callback]
-    if trainer_cfg.router_balancing and find_routers(model):
-        callbacks.insert(0, RouterBalancingCallback(model, trainer_cfg.router_balancing_lr, ctx.resume_from))
+    args = SFTConfig(**_training_args(ctx), completion_only_loss=True)
+    callbacks, callback = _callbacks(ctx, model)
     trainer = RunDirSFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, callback
+
+
+def build_reward_trainer(
+    ctx: RunContext, model: Any, tokenizer: Any, dataset: Any
+) -> tuple[RunDirRewardTrainer, RunDirCallback]:
+    """TRL's RewardTrainer (Bradley-Terry loss on chosen/rejected conversations) on a num_labels=1 model."""
+    args = RewardConfig(**_training_args(ctx))
+    callbacks, callback = _callbacks(ctx, model)
+    trainer = RunDirRewardTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
     trainer.remove_callback(PrinterCallback)

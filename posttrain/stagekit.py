@@ -35,6 +35,7 @@ _BUILTIN = {
     "rlve": "posttrain.stages.rlve:RLVE",
     "mathcode_phase1": "posttrain.stages.mathcode:MathCodePhase1",
     "mathcode_phase2": "posttrain.stages.mathcode:MathCodePhase2",
+    "rm": "posttrain.stages.rm:RewardModelStage",
 }
 STAGE_REGISTRY: dict[str, str | type[Stage]] = {}
 

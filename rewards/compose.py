@@ -38,6 +38,15 @@ def build(spec: Any) -> Reward:
     return make_reward(name, **kwargs)
 
 
+def check_ready(*rewards: Any) -> None:
+    """Run each reward's start-up `check()` where it has one (judges probe their endpoint): a stage calls this
+    on its built reward before any work, so an unreachable judge is one `UserError` line, not a mid-run failure."""
+    for reward in rewards:
+        probe = getattr(reward, "check", None)
+        if callable(probe):
+            probe()
+
+
 def _prefixed(name: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {key if key.startswith(f"{name}/") else f"{name}/{key}": value for key, value in metrics.items()}
 
@@ -57,6 +66,9 @@ class WeightedSum:
             else:
                 name, weight, _ = _spec_fields(spec)
                 self.parts.append((name, weight, _ramp_steps(spec), build(spec)))
+
+    def check(self) -> None:
+        check_ready(*(reward for _, _, _, reward in self.parts))
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
         total = [0.0] * len(completions)
@@ -89,6 +101,9 @@ class Gate:
     ) -> None:
         self.reward, self.gate = build(reward), build(gate)
         self.threshold, self.otherwise, self.skip_closed, self.name = threshold, otherwise, skip_closed, name
+
+    def check(self) -> None:
+        check_ready(self.reward, self.gate)
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
         gate = self.gate(prompts, completions, **columns)

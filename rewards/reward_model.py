@@ -57,15 +57,21 @@ class RewardModelScorer:
         self.tokenizer.truncation_side = "left"
         self.batch_size, self.max_length, self.device = batch_size, max_length, device
 
-    def render(self, prompt: str, completion: str) -> str:
+    def render(self, prompt: str | list[dict[str, str]], completion: str) -> str:
+        """The text the model scores; a prompt may be a whole conversation (list of messages) before the reply."""
         if self.tokenizer.chat_template:
-            messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+            history = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            messages = [*history, {"role": "assistant", "content": completion}]
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        return prompt + completion
+        history = "".join(m["content"] for m in prompt) if isinstance(prompt, list) else prompt
+        return history + completion
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
-        texts = [self.render(as_text(p), as_text(c)) for p, c in zip(prompts, completions, strict=True)]
+    def score(self, prompts: Sequence[str | list[dict[str, str]]], completions: Sequence[str]) -> list[float]:
+        texts = [
+            self.render(p if isinstance(p, list) else as_text(p), as_text(c))
+            for p, c in zip(prompts, completions, strict=True)
+        ]
         scores: list[float] = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(
@@ -74,9 +80,22 @@ class RewardModelScorer:
                 truncation=True,
                 max_length=self.max_length,
                 return_tensors="pt",
+                add_special_tokens=not self.tokenizer.chat_template,  # the template already placed them
             ).to(self.device)
             scores += self.model(**batch).logits[:, 0].float().tolist()
         return scores
+
+
+def preference_wins(scorer: RewardModelScorer, pairs: Sequence[dict[str, Any]]) -> list[float]:
+    """Per pair, 1 when the chosen conversation outscores the rejected one, 0.5 on a tie, else 0.
+
+    Each side is a whole conversation ending in the assistant reply, as `posttrain.data.preferences` gives it.
+    """
+    if not pairs:
+        return []
+    chosen = scorer.score([p["chosen"][:-1] for p in pairs], [p["chosen"][-1]["content"] for p in pairs])
+    rejected = scorer.score([p["rejected"][:-1] for p in pairs], [p["rejected"][-1]["content"] for p in pairs])
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected, strict=True)]
 
 
 @register_reward("reward_model")

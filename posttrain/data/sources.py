@@ -1,5 +1,5 @@
-"""Read SFT records from JSONL/JSON/parquet files, a saved `datasets` directory or a Hub dataset id (its `train`
-split), as chat messages."""
+"""Read records from JSONL/JSON/parquet files, a saved `datasets` directory or a Hub dataset id (its `train`
+split); SFT records as chat messages."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ Messages = list[dict[str, str]]
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def _as_messages(value: Any, role: str) -> Messages:
+def as_messages(value: Any, role: str) -> Messages:
     if isinstance(value, str):
         return [{"role": role, "content": value}]
     if isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
@@ -23,9 +23,9 @@ def _as_messages(value: Any, role: str) -> Messages:
 
 def to_messages(record: dict[str, Any]) -> Messages:
     if "messages" in record:
-        return _as_messages(record["messages"], "user")
+        return as_messages(record["messages"], "user")
     if "prompt" in record and "completion" in record:
-        return _as_messages(record["prompt"], "user") + _as_messages(record["completion"], "assistant")
+        return as_messages(record["prompt"], "user") + as_messages(record["completion"], "assistant")
     raise ValueError(f"needs a 'messages' column or 'prompt' and 'completion' columns, has {sorted(record)}")
 
 

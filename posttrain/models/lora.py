@@ -16,13 +16,16 @@ TARGET_MODULES: dict[str, list[str]] = {
 }
 
 
-def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
-    """Wrap `model` in LoRA adapters when `lora.r > 0`; otherwise return it unchanged."""
+def apply_lora(model: PreTrainedModel, lora: LoraConfig, *, task_type: str = "CAUSAL_LM") -> PreTrainedModel:
+    """Wrap `model` in LoRA adapters when `lora.r > 0`; otherwise return it unchanged.
+
+    `task_type="SEQ_CLS"` (reward models) makes peft train the new `score` head in full beside the adapters.
+    """
     if lora.r == 0:
         return model
     targets = lora.target_modules or TARGET_MODULES.get(model.config.model_type, "all-linear")
     config = PeftLoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type="CAUSAL_LM"
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type
     )
     return get_peft_model(model, config)
 

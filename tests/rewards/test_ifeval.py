@@ -1,15 +1,17 @@
-"""Every instruction-following constraint type, with a response that satisfies it and one that does not."""
+"""posttrain's short constraint names, each with a response that satisfies it and one that does not
+(IFEval's 25 instruction ids are in test_ifeval_instructions.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from posttrain.rewards import make_reward
-from posttrain.rewards.ifeval import CHECKS, check_constraint
+from posttrain.rewards.ifeval import SHORT_CHECKS, check_constraint
 
 CASES = [
     ({"type": "word_count", "min": 3, "max": 5}, "one two three four", "one two"),
     ({"type": "sentence_count", "min": 2}, "It rains. It pours!", "Just one sentence here"),
+    ({"type": "sentence_count", "max": 1}, "Dr. Who met Mr. Smith at 3.30 today.", "One. Two."),
     ({"type": "paragraph_count", "min": 2, "max": 2}, "First part.\n\nSecond part.", "Only one paragraph."),
     ({"type": "keywords_include", "words": ["apple", "pear"]}, "An Apple and a pear.", "An apple only."),
     ({"type": "keywords_exclude", "words": ["never"]}, "I always do it.", "I never do it."),
@@ -34,9 +36,9 @@ CASES = [
 ]
 
 
-def test_every_constraint_type_is_covered() -> None:
-    assert len(CHECKS) >= 10
-    assert {spec["type"] for spec, _, _ in CASES} == set(CHECKS)
+def test_every_short_name_is_covered() -> None:
+    assert len({spec["type"] for spec, _, _ in CASES}) == 19
+    assert {spec["type"] for spec, _, _ in CASES} == set(SHORT_CHECKS)
 
 
 @pytest.mark.parametrize(("spec", "good", "bad"), CASES, ids=[c[0]["type"] for c in CASES])

@@ -1,8 +1,12 @@
-"""Reward models (a real tiny checkpoint on disk) and LLM judges against a real HTTP server on 127.0.0.1."""
+"""Reward models (a real tiny checkpoint on disk) and LLM judges: scripted replies from a real HTTP server on
+127.0.0.1 (the real urllib client, no mock) and from a real local Llama wired to answer a fixed text."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,10 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+)
 
 from posttrain.errors import UserError
+from posttrain.models import build_char_tokenizer
 from posttrain.rewards import make_reward
+from posttrain.rewards.compose import check_ready
 from posttrain.rewards.judge import HFBackend, HttpBackend, JudgeError, PairwiseJudge, PointwiseJudge
 from posttrain.rewards.reward_model import build_tiny_reward_model
 
@@ -150,6 +162,13 @@ def test_http_backend_retries_server_errors_but_not_client_errors(serve: Callabl
     assert len(rejecting.requests) == 1
 
 
+def _free_port() -> int:
+    """A port nothing listens on: bound by the OS, then released (nothing in this test binds it again)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_http_backend_times_out_and_survives_malformed_replies(serve: Callable) -> None:
     slow = serve(lambda content: (time.sleep(1.0), (200, "Score: 5"))[1])
     with pytest.raises(JudgeError, match="timed out"):
@@ -157,8 +176,85 @@ def test_http_backend_times_out_and_survives_malformed_replies(serve: Callable) 
     garbled = serve(lambda content: (200, 'RAW:{"choices": []}'))
     judge = PointwiseJudge(HttpBackend(garbled.url, retries=0), failure_score=-1.0)
     assert judge(["q"], ["a"]).scores == [-1.0]
-    unreachable = PointwiseJudge(HttpBackend("http://127.0.0.1:9", retries=0, timeout_s=1))
+    unreachable = PointwiseJudge(HttpBackend(f"http://127.0.0.1:{_free_port()}", retries=0, timeout_s=1))
     assert unreachable(["q"], ["a"]).metrics["judge/failures"] == 1.0
+
+
+def test_failed_samples_score_zero_are_logged_and_counted_and_never_raise(
+    serve: Callable, caplog: pytest.LogCaptureFixture
+) -> None:
+    def reply(content: str) -> tuple[int, str]:
+        response = content.split("[Response]\n", 1)[1]
+        if response.startswith("SLOW"):
+            time.sleep(1.0)
+        if response.startswith("BROKEN"):
+            return 500, "internal error"
+        if response.startswith("GARBAGE"):
+            return 200, "I would rather not say."
+        if response.startswith("BADJSON"):
+            return 200, "RAW:not json at all"
+        return 200, "Score: 10"
+
+    server = serve(reply)
+    judge = PointwiseJudge(HttpBackend(server.url, timeout_s=0.3, retries=0), max_concurrency=4)
+    with caplog.at_level(logging.WARNING, logger="posttrain.rewards.judge"):
+        out = judge(["q"] * 5, ["GOOD", "SLOW", "BROKEN", "GARBAGE", "BADJSON"])
+    assert out.scores == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert out.metrics["judge/failures"] == 4.0 and out.metrics["judge/rating"] == 10.0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 4
+    assert {w.split(",")[0] for w in warnings} == {f"judge failed on sample {i}" for i in (1, 2, 3, 4)}
+    assert any("timed out" in w for w in warnings) and any("HTTP 500" in w for w in warnings)
+    assert any("I would rather not say." in w for w in warnings) and any("malformed reply" in w for w in warnings)
+
+
+def test_pairwise_sample_with_an_unjudged_order_is_a_failure(serve: Callable) -> None:
+    def prefer(content: str) -> tuple[int, str]:
+        first = content.split("[Response A]\n", 1)[1]
+        if first.startswith("ODD"):
+            return 200, "Both are fine, really."  # no verdict, only when the completion is in slot A
+        return 200, "Preferred: B"
+
+    judge = PairwiseJudge(HttpBackend(make_url(serve(prefer))), reference_column="ref")
+    out = judge(["q", "q"], ["ODD answer", "plain answer"], ref=["reference", "reference"])
+    assert out.scores == [0.0, 0.5]  # sample 0: one order unjudged; sample 1: always slot B, so 0 + 1 averaged
+    assert out.metrics["judge/failures"] == 1.0 and out.metrics["pairwise/win_rate"] == 0.5
+
+
+def make_url(server: _Server) -> str:
+    return server.url + "/v1"
+
+
+def test_check_refuses_an_unreachable_or_incompatible_endpoint_before_any_work(serve: Callable) -> None:
+    with pytest.raises(UserError, match="unreachable") as error:
+        make_reward("judge", base_url=f"http://127.0.0.1:{_free_port()}", timeout_s=2).check()
+    assert "\n" not in str(error.value)
+    not_found = serve(lambda content: (404, "no such route"))
+    with pytest.raises(UserError, match="HTTP 404"):
+        make_reward("pairwise_judge", base_url=not_found.url).check()
+    assert len(not_found.requests) == 1  # the probe does not retry
+    healthy = serve(lambda content: (200, "OK"))
+    make_reward("judge", base_url=healthy.url).check()
+    assert healthy.requests[0]["body"]["max_tokens"] == 1
+    nested = make_reward(
+        "gated",
+        reward={"name": "judge", "kwargs": {"base_url": f"http://127.0.0.1:{_free_port()}", "timeout_s": 2}},
+        gate={"name": "ifeval"},
+    )
+    with pytest.raises(UserError, match="unreachable"):
+        check_ready(nested)
+    with pytest.raises(UserError, match="must start with http"):
+        make_reward("judge", base_url="localhost:8000")
+    with pytest.raises(UserError, match="'http' or 'hf'"):
+        make_reward("judge", backend="grpc")
+
+
+def test_a_constitution_is_sent_as_numbered_principles(serve: Callable) -> None:
+    server = serve(lambda content: (200, "[[8]]"))
+    judge = make_reward("judge", base_url=server.url, rubric=["Be honest.", "Be brief."])
+    assert judge(["q"], ["a"]).scores == [pytest.approx(7 / 9)]
+    sent = server.requests[0]["body"]["messages"][0]["content"]
+    assert sent.startswith("Judge the response against these principles:\n1. Be honest.\n2. Be brief.\n")
 
 
 def test_pairwise_judge_cancels_position_bias(serve: Callable) -> None:
@@ -180,11 +276,57 @@ def test_pairwise_judge_cancels_position_bias(serve: Callable) -> None:
     assert unswapped.scores == [0.0]
 
 
-def test_judge_with_a_real_tiny_model_locally_and_behind_http(serve: Callable) -> None:
-    backend = HFBackend("zaya-tiny", max_new_tokens=6)
-    local = PointwiseJudge(backend)(["q", "r"], ["a", ""])
-    assert len(local.scores) == 2 and all(0.0 <= s <= 1.0 for s in local.scores)
+def scripted_llama(directory: Path, reply: str) -> Path:
+    """A real Llama checkpoint whose greedy reply to any chat prompt is `reply`.
+
+    Attention and MLP outputs are zeroed, so the last hidden state is the current token's embedding (one-hot);
+    the output head maps each token of `<|assistant|> reply <|im_end|>` to the next one: a bigram chain.
+    """
+    tokenizer = build_char_tokenizer()
+    chain = ["<|assistant|>", *reply, tokenizer.eos_token]
+    assert len(set(chain)) == len(chain), "a bigram chain needs distinct tokens"
+    vocab, hidden = len(tokenizer), 128
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    ids = tokenizer.convert_tokens_to_ids(chain)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab, hidden))
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        for current, following in itertools.pairwise(ids):
+            model.lm_head.weight[following, current] = 1.0
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_scripted_local_judge_scores_locally_and_behind_http_with_no_failures(serve: Callable, tmp_path: Path) -> None:
+    backend = HFBackend(str(scripted_llama(tmp_path / "scorer", "Score: 7")), max_new_tokens=16)
+    local = PointwiseJudge(backend)(["What is 2+2?", "Say hi"], ["4", ""])
+    assert local.scores == [pytest.approx(6 / 9)] * 2
+    assert local.metrics["judge/failures"] == 0.0 and local.metrics["judge/rating"] == 7.0
     server = serve(lambda content: (200, backend.complete([{"role": "user", "content": content}])))
-    remote = PointwiseJudge(HttpBackend(server.url))(["q", "r"], ["a", ""])
-    assert remote.scores == local.scores  # greedy decoding: the same model gives the same verdicts either way
+    remote = PointwiseJudge(HttpBackend(server.url))(["What is 2+2?", "Say hi"], ["4", ""])
+    assert remote.scores == local.scores and remote.metrics["judge/failures"] == 0.0
     assert len(server.requests) == 2
+
+
+def test_a_judge_that_always_picks_the_first_slot_scores_one_half_when_both_orders_are_judged(tmp_path: Path) -> None:
+    backend = HFBackend(str(scripted_llama(tmp_path / "first", "Pick A")), max_new_tokens=16)
+    both = PairwiseJudge(backend)(["q", "r"], ["mine", "other"], reference=["ref", "ref"])
+    assert both.scores == [0.5, 0.5] and both.metrics["judge/failures"] == 0.0
+    one_order = PairwiseJudge(backend, swap=False)(["q"], ["mine"], reference="ref")
+    assert one_order.scores == [1.0]
