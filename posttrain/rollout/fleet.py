@@ -21,16 +21,14 @@ from typing import Any
 
 import torch
 
-from posttrain.errors import UserError
 from posttrain.models import check_model_path, load_tokenizer
 from posttrain.rollout.backend import Fleet
 from posttrain.rollout.config import RayConfig, RolloutConfig
-from posttrain.rollout.session import init_ray, shutdown_ray
+from posttrain.rollout.session import init_ray, reserve_bundles, shutdown_ray
 from posttrain.rollout.types import Request, Rollout, TokenScores
 from posttrain.rollout.weight_sync import WEIGHT_SYNC
 from posttrain.rollout.worker import RolloutWorker
 
-PLACEMENT_TIMEOUT_S = 120
 DispatchHook = Callable[[int, Sequence[Request]], None]
 
 
@@ -48,7 +46,6 @@ class RolloutFleet(Fleet):
         device: str = "auto",
     ) -> None:
         import ray
-        from ray.util.placement_group import placement_group
 
         check_model_path(model_path)
         self.model_path, self.cfg, self.seed, self.dtype, self.device = model_path, rollout, seed, dtype, device
@@ -62,15 +59,9 @@ class RolloutFleet(Fleet):
             bundle = {"CPU": rollout.cpus_per_worker, **rollout.resources_per_worker}
             if rollout.gpus_per_worker:
                 bundle["GPU"] = rollout.gpus_per_worker
-            self._check_capacity(bundle, rollout.num_workers)
             strategy = (ray_cfg or RayConfig()).placement_strategy
-            self._placement = placement_group([dict(bundle)] * rollout.num_workers, strategy=strategy)
-            ready, _ = ray.wait([self._placement.ready()], timeout=PLACEMENT_TIMEOUT_S)
-            if not ready:
-                raise UserError(
-                    f"could not place {rollout.num_workers} rollout workers of {bundle} with strategy {strategy} "
-                    f"within {PLACEMENT_TIMEOUT_S}s; cluster has {ray.cluster_resources()}"
-                )
+            fix = "rollout.num_workers or the per-worker resources"
+            self._placement = reserve_bundles(bundle, rollout.num_workers, strategy, "rollout workers", fix)
             self._actor = ray.remote(RolloutWorker)
             self._incarnation = Counter()
             self._loading: dict[int, Any] = {}  # slot -> a replacement's pending weight load
@@ -79,18 +70,6 @@ class RolloutFleet(Fleet):
         except BaseException:
             self.shutdown()
             raise
-
-    @staticmethod
-    def _check_capacity(bundle: Mapping[str, float], count: int) -> None:
-        import ray
-
-        total = ray.cluster_resources()
-        for resource, amount in bundle.items():
-            if total.get(resource, 0) < amount * count:
-                raise UserError(
-                    f"{count} rollout workers need {amount * count:g} {resource} but the Ray cluster has "
-                    f"{total.get(resource, 0):g}; lower rollout.num_workers or the per-worker resources"
-                )
 
     def _spawn(self, slot: int) -> Any:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
