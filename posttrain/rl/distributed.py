@@ -29,8 +29,8 @@ from posttrain.rl.batch import TrainBatch
 from posttrain.rl.learner import Learner
 from posttrain.rollout.config import RayConfig
 from posttrain.rollout.session import init_ray, reserve_bundles, shutdown_ray
+from posttrain.rollout.weight_sync import bucket_indices
 
-BUCKET_BYTES = 64 << 20  # gradients are all-reduced in flat buckets of at most this size
 LearnerBuilder = Callable[..., Learner]  # build(learner_cls=...) -> a Learner of that class
 
 
@@ -38,20 +38,6 @@ def share(size: int, parts: int, index: int) -> tuple[int, int]:
     """[start, stop) of part `index` when `size` rows are cut into `parts` contiguous, near-equal parts (the
     first ones may be empty when size < parts)."""
     return round(index * size / parts), round((index + 1) * size / parts)
-
-
-def buckets(tensors: list[torch.Tensor], limit: int = BUCKET_BYTES) -> list[list[torch.Tensor]]:
-    """Consecutive runs of same-dtype tensors of at most `limit` bytes each (a larger tensor is its own run)."""
-    runs: list[list[torch.Tensor]] = []
-    size = 0
-    for tensor in tensors:
-        nbytes = tensor.numel() * tensor.element_size()
-        if not runs or runs[-1][0].dtype != tensor.dtype or size + nbytes > limit:
-            runs.append([])
-            size = 0
-        runs[-1].append(tensor)
-        size += nbytes
-    return runs
 
 
 class ReplicaLearner(Learner):
@@ -89,7 +75,8 @@ class ReplicaLearner(Learner):
                 param.grad = torch.zeros_like(param)
             if flag:
                 grads.append(param.grad)
-        for run in buckets(grads):
+        for indices in bucket_indices([(g.numel() * g.element_size(), g.dtype) for g in grads]):
+            run = [grads[i] for i in indices]
             flat = torch.cat([g.reshape(-1) for g in run])
             dist.all_reduce(flat)
             for grad, summed in zip(run, flat.split([g.numel() for g in run]), strict=True):

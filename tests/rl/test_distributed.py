@@ -20,10 +20,11 @@ from posttrain.config.schema import Config, ModelConfig
 from posttrain.errors import UserError
 from posttrain.models import load_tokenizer
 from posttrain.rl.config import RLConfig
-from posttrain.rl.distributed import DistributedLearner, buckets, share
+from posttrain.rl.distributed import DistributedLearner, share
 from posttrain.rl.stage import build_local_learner, load_policy
 from posttrain.rollout.config import RayConfig
 from posttrain.rollout.session import init_ray, shutdown_ray
+from posttrain.rollout.weight_sync import bucket_indices
 from tests.rl.test_learner import bandit_batch
 
 TOLERANCE = 1e-6
@@ -152,7 +153,6 @@ def test_shares_and_buckets():
     assert [share(8, 2, r) for r in range(2)] == [(0, 4), (4, 8)]
     assert [share(3, 2, r) for r in range(2)] == [(0, 2), (2, 3)]  # round half to even: 1.5 -> 2
     assert [share(1, 2, r) for r in range(2)] == [(0, 0), (0, 1)]
-    f32, f64 = torch.zeros(4), torch.zeros(4, dtype=torch.float64)  # 16 and 32 bytes
-    runs = buckets([f32, f32, f64, f32, f32, f32], limit=40)
-    assert [[t.dtype for t in run] for run in runs] == [[torch.float32] * 2, [torch.float64], [torch.float32] * 2,
-                                                         [torch.float32]]  # fmt: skip
+    f32, f64 = (16, torch.float32), (32, torch.float64)
+    assert bucket_indices([f32, f32, f64, f32, f32, f32], limit=40) == [[0, 1], [2], [3, 4], [5]]
+    assert bucket_indices([(100, torch.float32), f32], limit=40) == [[0], [1]]  # an oversized item travels alone
