@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from posttrain.devices import resolve_kernels
+from posttrain.devices import resolve_device, resolve_kernels
 from posttrain.envs.config import CurriculumConfig, EnvsConfig
 from posttrain.errors import require
 from posttrain.rewards.config import RewardsConfig
@@ -165,3 +165,8 @@ class Config:
     def __post_init__(self) -> None:
         require(self.device in ("auto", "cpu", "cuda"), "device must be one of auto, cpu, cuda")
         resolve_kernels(self.kernels, self.device)  # an unusable kernels=triton fails here, before any work
+        from posttrain.rollout.engine import ENGINES
+
+        engine = ENGINES[self.rollout.engine]  # rollout.engine=vllm without vLLM or a GPU fails here too
+        problem = engine.unavailable(resolve_device(self.device))
+        require(problem is None, f"rollout.engine={self.rollout.engine} {problem}")

@@ -52,6 +52,11 @@ class Engine(ABC):
     def load(cls, model_path: str, *, seed: int, dtype: str, device: str) -> Engine:
         """Build the engine from `model.path` (a preset or an HF directory)."""
 
+    @classmethod
+    def unavailable(cls, device: str) -> str | None:
+        """Why this engine cannot run on `device` (a resolved device) here, or None; checked before any work."""
+        return None
+
     @abstractmethod
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int | None] | None = None
@@ -264,3 +269,6 @@ def _pairs(
         [(i, logprobs[t] if i == sequence[t + 1] else v) for i, v in zip(ids[t], values[t], strict=True)]
         for t in range(count)
     ]
+
+
+from posttrain.rollout import vllm_engine  # noqa: E402, F401  (registers "vllm"; it imports vLLM only when used)
