@@ -15,6 +15,9 @@
   4. one scheduler step per `step()` call (the schedule counts rollout batches, not minibatches).
 With `batch.routing` (ZAYA) and `rl.router_replay`, every forward reuses the rollout's expert choices.
 Model weights are saved by the caller (save_pretrained); `state_dict()` holds everything else.
+`rl.learner_workers > 1` runs replicas of this class in Ray actors (posttrain.rl.distributed); the
+data-parallel seams at the bottom of the class are where a replica differs from a single process.
+`rl.precision=bf16` runs the forward under bf16 autocast with fp32 islands (posttrain.rl.precision).
 """
 
 from __future__ import annotations

@@ -93,12 +93,9 @@ class RolloutFleet(Fleet):
         )
         if self._weights is not None:  # actor tasks run in submission order: the load comes before any work
             self._loading[slot] = worker.load_weights.remote(self._weights, self.version)
-        elif self.version_synced_collectively():  # no copy is kept: it takes no work until the next sync
-            self._unsynced.add(slot)
+        elif isinstance(self._sync, CollectiveSync) and self._sync.generation > 0:
+            self._unsynced.add(slot)  # no copy of the synced weights is kept: no work until the next sync
         return worker
-
-    def version_synced_collectively(self) -> bool:
-        return isinstance(self._sync, CollectiveSync) and self._sync.generation > 0
 
     def _replace(self, slot: int) -> None:
         import ray

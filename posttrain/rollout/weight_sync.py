@@ -46,6 +46,9 @@ def bucket_indices(sizes: Sequence[tuple[int, Any]], limit: int = BUCKET_BYTES) 
 
 
 class WeightSync(Protocol):
+    """A payload-style backend: `RolloutFleet.sync_weights` hands its payload to every worker's `load_weights`
+    and keeps it for replacements. `CollectiveSync` is not one: the fleet drives its broadcast itself."""
+
     def publish(self, state_dict: Mapping[str, torch.Tensor]) -> Any:
         """Payload that `RolloutWorker.load_weights` receives (Ray resolves object refs on the way)."""
 
@@ -160,10 +163,6 @@ class CollectiveSync:
         self.generation = 0
         self.members: tuple = ()
         self._group: Any = None
-
-    def publish(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        """Nothing to hand out: workers receive through `send`, and a replacement waits for the next sync."""
-        return None
 
     def spec(self, members: tuple) -> GroupSpec:
         """The group for these receivers (one id per worker incarnation): the current generation while it is
