@@ -96,14 +96,19 @@ def model_rows(path: Path, device: str) -> list[dict]:
 def rl_rows(path: Path, params: int, mode: str, run_root: Path) -> list[dict]:
     steps, prompts, group, new_tokens = RL_SHAPE[mode]
     engines = ["hf"] + (["vllm"] if mode == "gpu" and importlib.util.find_spec("vllm") else [])
+    # (engine, learner precision): on a GPU the bf16-autocast learner (fp32 router and LM head) runs once too
+    runs = [(engine, "fp32") for engine in engines] + ([("hf", "bf16")] if mode == "gpu" else [])
     rows = []
-    for engine in engines:
-        case = f"ZAYA {params / 1e6:.1f}M rlve, engine {engine}, {steps} steps × {prompts}×{group}, {new_tokens} new"
+    for engine, precision in runs:
+        name = engine if precision == "fp32" else f"{engine}-{precision}"
+        case = (f"ZAYA {params / 1e6:.1f}M rlve, engine {engine}, learner {precision}, {steps} steps × "
+                f"{prompts}×{group}, {new_tokens} new")  # fmt: skip
         args = [
             sys.executable, "-m", "posttrain.cli", "run", "stage=rlve", f"model.path={path}",
-            f"run.root={run_root / engine}", "run.overwrite=true", f"trainer.max_steps={steps}",
+            f"run.root={run_root / name}", "run.overwrite=true", f"trainer.max_steps={steps}",
             f"trainer.save_every={steps}", f"rl.prompts_per_step={prompts}", f"rl.group_size={group}",
-            f"rollout.max_new_tokens={new_tokens}", f"rollout.engine={engine}", "eval.num_samples=0",
+            f"rollout.max_new_tokens={new_tokens}", f"rollout.engine={engine}", f"rl.precision={precision}",
+            "eval.num_samples=0",
             "rl.dynamic_sampling=false",  # a random model's all-zero groups would be dropped and never learned
         ]  # fmt: skip
         if mode == "gpu":
@@ -116,7 +121,7 @@ def rl_rows(path: Path, params: int, mode: str, run_root: Path) -> list[dict]:
         except subprocess.TimeoutExpired:
             rows.append({"part": "rl", "case": case, "result": "timed out after 300 s", "ok": False})
             continue
-        metrics = run_root / engine / "rlve" / "metrics.jsonl"
+        metrics = run_root / name / "rlve" / "metrics.jsonl"
         if done.returncode != 0 or not metrics.is_file():
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             rows.append({"part": "rl", "case": case, "result": f"exit {done.returncode}: {last}", "ok": False})

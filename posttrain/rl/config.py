@@ -20,6 +20,7 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 OPTIMIZERS = ("adamw", "muon")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OLD_LOGPROBS = ("recompute", "behaviour")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -93,6 +94,10 @@ class RLConfig:
     reward_control: str = "none"  # shuffle: permute rewards across the batch before learning (a no-signal control)
     overlong_filter: bool = False  # mask samples truncated by the token budget out of the loss
     max_staleness: int = 2  # rollouts older than this many policy versions are dropped (0 = on-policy)
+    # scaling out (docs/rl.md, "Scaling out")
+    learner_workers: int = 1  # > 1: data-parallel replicas in Ray actors, gradients summed with torch.distributed
+    learner_cpus_per_worker: float = 1.0  # Ray CPUs (and torch threads) of each replica; a GPU each on GPUs
+    precision: str = "fp32"  # fp32 | bf16 (bf16 autocast with fp32 router, LM head, norms and residuals; GPU only)
 
     def __post_init__(self) -> None:
         require(self.aggregation in AGGREGATIONS, f"rl.aggregation must be one of {', '.join(AGGREGATIONS)}")
@@ -129,6 +134,9 @@ class RLConfig:
         require(self.prompts_per_step >= 1, "rl.prompts_per_step must be >= 1")
         require(self.group_size >= 2, "rl.group_size must be >= 2 (advantages are relative to the group)")
         require(self.sync_every >= 1, "rl.sync_every must be >= 1")
+        require(self.learner_workers >= 1, "rl.learner_workers must be >= 1")
+        require(self.learner_cpus_per_worker > 0, "rl.learner_cpus_per_worker must be > 0")
+        require(self.precision in PRECISIONS, f"rl.precision must be one of {', '.join(PRECISIONS)}")
         # Weights reach the fleet every sync_every steps; an async loop also generates step s+1 during step s's
         # update. So a rollout is up to sync_every - 1 versions old when synchronous, sync_every when async.
         oldest = self.sync_every if self.max_staleness > 0 else self.sync_every - 1

@@ -15,6 +15,9 @@
   4. one scheduler step per `step()` call (the schedule counts rollout batches, not minibatches).
 With `batch.routing` (ZAYA) and `rl.router_replay`, every forward reuses the rollout's expert choices.
 Model weights are saved by the caller (save_pretrained); `state_dict()` holds everything else.
+`rl.learner_workers > 1` runs replicas of this class in Ray actors (posttrain.rl.distributed); the
+data-parallel seams at the bottom of the class are where a replica differs from a single process.
+`rl.precision=bf16` runs the forward under bf16 autocast with fp32 islands (posttrain.rl.precision).
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ class Learner:
 
             use_triton_experts(self.model)
         self.ref_model = ref_model.to(self.device).eval().requires_grad_(False) if ref_model is not None else None
+        if cfg.precision == "bf16":
+            from posttrain.rl.precision import check_precision, use_bf16_autocast
+
+            check_precision(cfg.precision, self.device.type)
+            for policy in filter(None, (self.model, self.ref_model)):
+                use_bf16_autocast(policy, self.device.type)
         self.optimizers = build_optimizers(self.model, cfg)
         self.schedulers = build_schedulers(self.optimizers, cfg, total_steps)
         use_balancer = cfg.router_balancing and bool(find_routers(self.model))
@@ -89,10 +98,10 @@ class Learner:
     @torch.no_grad()
     def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
         if self.ref_model is not None:
-            return self._logprobs(self.ref_model, batch)[0]
+            return self.batch_logprobs(self.ref_model, batch)
         self.model.eval()
         with self.model.disable_adapter():  # LoRA: the base model is the reference
-            return self._logprobs(self.model, batch)[0]
+            return self.batch_logprobs(self.model, batch)
 
     @torch.no_grad()
     def prepare(self, batch: TrainBatch, metrics: dict[str, float] | None = None) -> TrainBatch:
@@ -105,7 +114,7 @@ class Learner:
                 batch.old_logprobs = batch.behaviour_logprobs
             elif not self._single_update:  # else _micro_loss anchors on its own forward
                 self.model.eval()
-                batch.old_logprobs = self._logprobs(self.model, batch)[0]
+                batch.old_logprobs = self.batch_logprobs(self.model, batch)
         if self.uses_reference and batch.ref_logprobs is None:
             batch.ref_logprobs = self._reference_logprobs(batch)
         if batch.advantages is None:
@@ -153,9 +162,9 @@ class Learner:
 
     def _optimizer_step(self, minibatch: TrainBatch, norm_length: int, sums: dict[str, float]) -> dict[str, float]:
         num_seqs, num_tokens = minibatch.size, float(minibatch.completion_mask.sum())
-        parts = min(self.cfg.grad_accum, minibatch.size)
+        local = self.local_part(minibatch)  # the denominators above stay the whole minibatch's
         total_loss = 0.0
-        for micro in minibatch.split(parts):
+        for micro in local.split(min(self.cfg.grad_accum, local.size)) if local.size else []:
             collect = self.balancer.collect(micro.attention_mask) if self.balancer else nullcontext()
             with collect:
                 loss, metrics = self._micro_loss(micro, num_seqs, num_tokens, norm_length)
@@ -166,6 +175,7 @@ class Learner:
                 sums[key] += value * weight
             sums["_weight"] += weight
         params = [p for group in self.optimizers for g in group.param_groups for p in g["params"]]
+        self.sum_gradients(params)
         limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
         for optimizer in self.optimizers:
@@ -173,6 +183,7 @@ class Learner:
             optimizer.zero_grad(set_to_none=True)
         out = {"loss": total_loss, "grad_norm": grad_norm}
         if self.balancer is not None:
+            self.sum_across_replicas(self.balancer.counts)
             out.update(self.balancer.step())
         return out
 
@@ -199,6 +210,7 @@ class Learner:
         for scheduler in self.schedulers:
             scheduler.step()
         self.step_count += 1
+        sums, per_step["loss"] = self.combine_replica_metrics(sums, per_step["loss"])
         weight = sums.pop("_weight")
         metrics = {key: value / max(weight, 1.0) for key, value in sums.items()}
         metrics.update({key: sum(values) / len(values) for key, values in per_step.items()})
@@ -212,6 +224,31 @@ class Learner:
         )
         metrics.update(prepared)
         return metrics
+
+    # --- data-parallel seams: the identity in one process; posttrain.rl.distributed's replicas override them ----
+    def batch_logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> torch.Tensor:
+        """[B, L] log-probs of the whole batch (anchors, reference) without gradients."""
+        return self._logprobs(model, batch)[0]
+
+    def local_part(self, minibatch: TrainBatch) -> TrainBatch:
+        """The rows of `minibatch` this process computes gradients for: all of them here."""
+        return minibatch
+
+    def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Make the gradients the sum over learner replicas: they already are, with one."""
+
+    def sum_across_replicas(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over learner replicas in place: with one, it already is."""
+        return tensor
+
+    def combine_replica_metrics(
+        self, sums: dict[str, float], losses: list[float]
+    ) -> tuple[dict[str, float], list[float]]:
+        """Token-weighted metric sums and per-optimizer-step losses summed over replicas."""
+        return sums, losses
+
+    def shutdown(self) -> None:
+        """Nothing to free: the model lives in this process (a DistributedLearner stops its actors)."""
 
     def state_dict(self) -> dict:
         return {

@@ -68,12 +68,15 @@ class RLStage(Stage):
         return unread
 
     def check(self, cfg: Config) -> None:
+        from posttrain.devices import resolve_device
         from posttrain.envs import expand_names, make_env
         from posttrain.rl.config import check_registered
+        from posttrain.rl.precision import check_precision
         from posttrain.rollout.engine import check_engine
 
         check_registered(cfg.rl)
-        check_engine(cfg.rollout.engine)
+        check_engine(cfg.rollout.engine, cfg.device)
+        check_precision(cfg.rl.precision, resolve_device(cfg.device))
         check_trained_sampling(cfg)
         envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
         for name in envs:
@@ -133,18 +136,21 @@ class RLStage(Stage):
             before = self.report(cfg.model.path, sets, cfg)
             policy = resume_weights(ctx.resume_from)
             learner = build_learner(cfg, policy)
-            # with LoRA the checkpoint holds the adapter: the fleet starts from the base and gets synced weights
-            start = str(policy if policy is not None and cfg.model.lora.r == 0 else cfg.model.path)
-            source = build_source(prepared, cfg, pool)
-            scorer = build_scorer(prepared, cfg, pool)
-            with make_fleet(
-                start, cfg.rollout, cfg.ray, seed=cfg.seed, dtype=cfg.model.dtype, device=cfg.device
-            ) as fleet, _candidates_fleet(cfg) as candidates:
-                collector = build_collector(cfg, fleet, scorer, candidates)
-                loop = RLLoop(ctx, RLParts(fleet, learner, source, collector, fleet.tokenizer))
-                with StepReporter(cfg.trainer.max_steps, ctx.progress, desc=self.name) as reporter:
-                    loop.run(on_step=reporter.update)
-            export_final(learner.model, fleet.tokenizer, ctx.final)
+            try:
+                # with LoRA the checkpoint holds the adapter: the fleet starts from the base and gets synced weights
+                start = str(policy if policy is not None and cfg.model.lora.r == 0 else cfg.model.path)
+                source = build_source(prepared, cfg, pool)
+                scorer = build_scorer(prepared, cfg, pool)
+                with make_fleet(
+                    start, cfg.rollout, cfg.ray, seed=cfg.seed, dtype=cfg.model.dtype, device=cfg.device
+                ) as fleet, _candidates_fleet(cfg) as candidates:
+                    collector = build_collector(cfg, fleet, scorer, candidates)
+                    loop = RLLoop(ctx, RLParts(fleet, learner, source, collector, fleet.tokenizer))
+                    with StepReporter(cfg.trainer.max_steps, ctx.progress, desc=self.name) as reporter:
+                        loop.run(on_step=reporter.update)
+                export_final(learner.model, fleet.tokenizer, ctx.final)
+            finally:
+                learner.shutdown()  # data-parallel replicas (and the Ray session, if the learner started it)
             after = self.report(str(ctx.final), sets, cfg)
         plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
         return self.summarize(cfg, loop.step, before, after, source, ctx)
@@ -245,25 +251,51 @@ def check_reward_floor(cfg: Config, envs: list[str]) -> None:
 
 
 def build_learner(cfg: Config, policy: Path | None = None):
+    """The learner `rl.learner_workers` asks for: a Learner in this process, or data-parallel replicas in Ray
+    actors (posttrain.rl.distributed), each building the same Learner as `build_local_learner`."""
+    if cfg.rl.learner_workers == 1:
+        return build_local_learner(cfg, policy)
+    from functools import partial
+
+    from posttrain.devices import resolve_device
+    from posttrain.rl.distributed import DistributedLearner
+
+    return DistributedLearner(
+        partial(build_local_learner, cfg, policy),
+        cfg.rl.learner_workers,
+        model=load_policy(cfg, policy),
+        ray_cfg=cfg.ray,
+        cpus_per_worker=cfg.rl.learner_cpus_per_worker,
+        gpus_per_worker=1.0 if resolve_device(cfg.device) == "cuda" else 0.0,
+    )
+
+
+def load_policy(cfg: Config, policy: Path | None = None):
     """The policy at `model.path` (or a checkpoint's `policy`: full weights, or a LoRA adapter on the base)."""
     import torch
 
-    from posttrain.devices import resolve_kernels
     from posttrain.models import load_model
     from posttrain.models.lora import apply_lora, load_adapter
-    from posttrain.rl.learner import Learner
 
     lora = cfg.model.lora.r > 0
     start = str(policy) if policy is not None and not lora else cfg.model.path
     model, _ = load_model(start, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
-    model = load_adapter(model, policy) if lora and policy is not None else apply_lora(model, cfg.model.lora)
+    return load_adapter(model, policy) if lora and policy is not None else apply_lora(model, cfg.model.lora)
+
+
+def build_local_learner(cfg: Config, policy: Path | None = None, learner_cls: type | None = None):
+    """A `learner_cls` (default Learner) in this process over `load_policy`'s model."""
+    from posttrain.devices import resolve_kernels
+    from posttrain.rl.learner import Learner
+
+    model = load_policy(cfg, policy)
     needs_reference = cfg.rl.kl_coef > 0 or cfg.rl.kl_metric
     reference = None
     if needs_reference and cfg.model.lora.r == 0:
         reference = copy.deepcopy(model)  # frozen start; with LoRA the base with adapters disabled serves, no copy
     kernels = resolve_kernels(cfg.kernels, cfg.device)
-    return Learner(model, cfg.rl, ref_model=reference, total_steps=cfg.trainer.max_steps, device=cfg.device,
-                   seed=cfg.seed, kernels=kernels)  # fmt: skip
+    return (learner_cls or Learner)(model, cfg.rl, ref_model=reference, total_steps=cfg.trainer.max_steps,
+                                    device=cfg.device, seed=cfg.seed, kernels=kernels)  # fmt: skip
 
 
 def build_source(prepared: Prepared, cfg: Config, pool: Any):

@@ -106,8 +106,11 @@ def rsa_command(args: argparse.Namespace) -> int:
     from posttrain.models import check_model_path, load_tokenizer
     from posttrain.runner import progress_enabled
 
+    from posttrain.rollout.engine import check_engine
+
     command, overrides = _split(args.overrides)
     cfg = to_object(compose("rsa", overrides, layer_files=["commands/rsa.yaml"]))
+    check_engine(cfg.rollout.engine, cfg.device)
     if ("prompt" in command) == (cfg.data.path is not None):
         raise UserError('give exactly one of prompt="..." and data.path=FILE.jsonl')
     if "prompt" in command and not command["prompt"].strip():

@@ -21,7 +21,7 @@ DEFAULT_AGGREGATION_TEMPLATE = (
 DEFAULT_CANDIDATE_TEMPLATE = "Attempt {index}:\n{tail}\n\n"
 STRATEGIES = ("single", "markovian_rsa")
 BACKENDS = ("ray", "local")
-WEIGHT_SYNC_BACKENDS = ("object_store",)
+WEIGHT_SYNC_BACKENDS = ("object_store", "collective")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 

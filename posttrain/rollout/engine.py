@@ -52,6 +52,11 @@ class Engine(ABC):
     def load(cls, model_path: str, *, seed: int, dtype: str, device: str) -> Engine:
         """Build the engine from `model.path` (a preset or an HF directory)."""
 
+    @classmethod
+    def unavailable(cls, device: str) -> str | None:
+        """Why this engine cannot run on `device` (a resolved device) here, or None; checked before any work."""
+        return None
+
     @abstractmethod
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int | None] | None = None
@@ -89,15 +94,18 @@ class Engine(ABC):
 
 
 def build_engine(name: str, model_path: str, *, seed: int = 0, dtype: str = "float32", device: str = "auto") -> Engine:
-    check_engine(name)
+    check_engine(name, device)
     return ENGINES[name].load(model_path, seed=seed, dtype=dtype, device=device)
 
 
-def check_engine(name: str) -> None:
-    """`rollout.engine` must name a registered engine (checked when a command starts, before any work)."""
+def check_engine(name: str, device: str = "auto") -> None:
+    """`rollout.engine` must name a registered engine that can run here (vllm needs vLLM and a GPU); checked
+    when a command starts, before any work."""
     from posttrain.errors import require
 
     require(name in ENGINES, f"rollout.engine must be one of {', '.join(sorted(ENGINES))}, got {name!r}")
+    problem = ENGINES[name].unavailable(resolve_device(device))
+    require(problem is None, f"rollout.engine={name} {problem}")
 
 
 def _stop_index(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Sequence[str]) -> int | None:
@@ -272,3 +280,6 @@ def _pairs(
         [(i, logprobs[t] if i == sequence[t + 1] else v) for i, v in zip(ids[t], values[t], strict=True)]
         for t in range(count)
     ]
+
+
+from posttrain.rollout import vllm_engine  # noqa: E402, F401  (registers "vllm"; it imports vLLM only when used)

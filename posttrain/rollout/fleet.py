@@ -21,16 +21,14 @@ from typing import Any
 
 import torch
 
-from posttrain.errors import UserError
 from posttrain.models import check_model_path, load_tokenizer
 from posttrain.rollout.backend import Fleet
 from posttrain.rollout.config import RayConfig, RolloutConfig
-from posttrain.rollout.session import init_ray, shutdown_ray
+from posttrain.rollout.session import init_ray, reserve_bundles, shutdown_ray
 from posttrain.rollout.types import Request, Rollout, TokenScores
-from posttrain.rollout.weight_sync import WEIGHT_SYNC
+from posttrain.rollout.weight_sync import WEIGHT_SYNC, CollectiveSync, Manifest
 from posttrain.rollout.worker import RolloutWorker
 
-PLACEMENT_TIMEOUT_S = 120
 DispatchHook = Callable[[int, Sequence[Request]], None]
 
 
@@ -48,7 +46,6 @@ class RolloutFleet(Fleet):
         device: str = "auto",
     ) -> None:
         import ray
-        from ray.util.placement_group import placement_group
 
         check_model_path(model_path)
         self.model_path, self.cfg, self.seed, self.dtype, self.device = model_path, rollout, seed, dtype, device
@@ -56,21 +53,16 @@ class RolloutFleet(Fleet):
         self.version = 0
         self.restarts = 0
         self._weights: Any = None  # payload of the latest sync, replayed into restarted workers
-        self._sync = WEIGHT_SYNC[rollout.weight_sync]()
+        self._unsynced: set[int] = set()  # collective sync: replacements that wait for the next sync
         self._owns_ray = init_ray(ray_cfg or RayConfig())
         try:
+            self._sync = WEIGHT_SYNC[rollout.weight_sync](gpus=rollout.gpus_per_worker > 0)
             bundle = {"CPU": rollout.cpus_per_worker, **rollout.resources_per_worker}
             if rollout.gpus_per_worker:
                 bundle["GPU"] = rollout.gpus_per_worker
-            self._check_capacity(bundle, rollout.num_workers)
             strategy = (ray_cfg or RayConfig()).placement_strategy
-            self._placement = placement_group([dict(bundle)] * rollout.num_workers, strategy=strategy)
-            ready, _ = ray.wait([self._placement.ready()], timeout=PLACEMENT_TIMEOUT_S)
-            if not ready:
-                raise UserError(
-                    f"could not place {rollout.num_workers} rollout workers of {bundle} with strategy {strategy} "
-                    f"within {PLACEMENT_TIMEOUT_S}s; cluster has {ray.cluster_resources()}"
-                )
+            fix = "rollout.num_workers or the per-worker resources"
+            self._placement = reserve_bundles(bundle, rollout.num_workers, strategy, "rollout workers", fix)
             self._actor = ray.remote(RolloutWorker)
             self._incarnation = Counter()
             self._loading: dict[int, Any] = {}  # slot -> a replacement's pending weight load
@@ -79,18 +71,6 @@ class RolloutFleet(Fleet):
         except BaseException:
             self.shutdown()
             raise
-
-    @staticmethod
-    def _check_capacity(bundle: Mapping[str, float], count: int) -> None:
-        import ray
-
-        total = ray.cluster_resources()
-        for resource, amount in bundle.items():
-            if total.get(resource, 0) < amount * count:
-                raise UserError(
-                    f"{count} rollout workers need {amount * count:g} {resource} but the Ray cluster has "
-                    f"{total.get(resource, 0):g}; lower rollout.num_workers or the per-worker resources"
-                )
 
     def _spawn(self, slot: int) -> Any:
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -113,6 +93,8 @@ class RolloutFleet(Fleet):
         )
         if self._weights is not None:  # actor tasks run in submission order: the load comes before any work
             self._loading[slot] = worker.load_weights.remote(self._weights, self.version)
+        elif isinstance(self._sync, CollectiveSync) and self._sync.generation > 0:
+            self._unsynced.add(slot)  # no copy of the synced weights is kept: no work until the next sync
         return worker
 
     def _replace(self, slot: int) -> None:
@@ -141,7 +123,11 @@ class RolloutFleet(Fleet):
             if on_dispatch is not None:
                 on_dispatch(slot, chunk)
 
-        for slot in range(len(self.workers)):
+        def idle_slots() -> list[int]:
+            busy = {slot for slot, _ in in_flight.values()}
+            return [slot for slot in range(len(self.workers)) if slot not in busy and slot not in self._unsynced]
+
+        for slot in idle_slots():
             if pending:
                 submit(slot)
         while in_flight:
@@ -157,7 +143,13 @@ class RolloutFleet(Fleet):
                     ) from None
                 self._replace(slot)
                 pending.appendleft(chunk)
-                submit(slot)
+                for free in idle_slots()[:1]:  # the replacement itself, unless it waits for weights
+                    submit(free)
+                if not in_flight:
+                    raise RuntimeError(
+                        "every rollout worker that holds the current weights died; with rollout.weight_sync="
+                        "collective a replacement receives weights at the next sync"
+                    ) from None
                 continue
             except ray.exceptions.RayTaskError as exc:
                 raise exc.as_instanceof_cause() from None
@@ -169,17 +161,25 @@ class RolloutFleet(Fleet):
                 submit(slot)
         return [results[i] for i in ids]
 
-    def sync_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def sync_weights(
+        self, state_dict: Mapping[str, torch.Tensor], version: int, on_submit: Callable[[int], None] | None = None
+    ) -> None:
         """Publish new weights once and wait until every worker, replacements included, serves `version`.
 
         A worker that dies while loading is replaced and the replacement's load is awaited too; a slot that dies
-        more than `rollout.max_worker_restarts` times in one sync fails it."""
+        more than `rollout.max_worker_restarts` times in one sync fails it. `on_submit(slot)` runs after each
+        worker's load is submitted (tests kill workers there)."""
         import ray
 
+        if isinstance(self._sync, CollectiveSync):
+            self._sync_collective(state_dict, version, on_submit)
+            return
         self._weights, self.version = self._sync.publish(state_dict), version
         deaths: Counter[int] = Counter()
         for slot, worker in enumerate(self.workers):
             self._loading[slot] = worker.load_weights.remote(self._weights, version)
+            if on_submit is not None:
+                on_submit(slot)
         while self._loading:
             slot, ref = self._loading.popitem()
             try:
@@ -191,6 +191,50 @@ class RolloutFleet(Fleet):
                         f"rollout worker slot {slot} died {deaths[slot]} times loading weights"
                     ) from None
                 self._replace(slot)  # queues the replacement's load in self._loading
+
+    def _sync_collective(
+        self, state_dict: Mapping[str, torch.Tensor], version: int, on_submit: Callable[[int], None] | None
+    ) -> None:
+        """Broadcast to every worker; when workers die (before joining, mid-broadcast or while loading), replace
+        them and broadcast again to a new generation of the group."""
+        import ray
+
+        manifest = Manifest.of(state_dict)
+        deaths: Counter[int] = Counter()
+        while True:
+            spec = self._sync.spec(tuple(self._incarnation[slot] for slot in range(len(self.workers))))
+            refs = {}
+            for slot, worker in enumerate(self.workers):
+                refs[slot] = worker.receive_weights.remote(spec, slot + 1, manifest, version)
+                if on_submit is not None:
+                    on_submit(slot)
+            waiting = list(refs.values())
+            failure: Exception | None = None
+            try:  # a receive that returns before the broadcast has failed: call the rendezvous off
+                self._sync.send(state_dict, manifest, alive=lambda refs=waiting: not ray.wait(refs, timeout=0)[0])
+            except RuntimeError as exc:
+                failure = exc
+            dead, errors = [], []
+            for slot, ref in refs.items():
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    dead.append(slot)
+                except ray.exceptions.RayTaskError as exc:
+                    errors.append(exc)
+            if not dead:
+                if errors:
+                    raise errors[0].as_instanceof_cause() from None
+                if failure is not None:
+                    raise failure
+                break
+            for slot in dead:
+                deaths[slot] += 1
+                if deaths[slot] > self.cfg.max_worker_restarts:
+                    raise RuntimeError(f"rollout worker slot {slot} died {deaths[slot]} times receiving weights")
+                self._replace(slot)
+        self.version = version
+        self._unsynced.clear()
 
     def max_context_seen(self, reset: bool = False) -> int:
         """Longest sequence any live worker's engine held since the last reset (a new worker starts at 0)."""
@@ -228,11 +272,12 @@ class RolloutFleet(Fleet):
         """
         import ray
 
-        share = -(-len(sequences) // len(self.workers)) if sequences else 1
+        workers = [w for slot, w in enumerate(self.workers) if slot not in self._unsynced]
+        share = -(-len(sequences) // len(workers)) if sequences else 1
         parts = [list(sequences[i : i + share]) for i in range(0, len(sequences), share)]
         refs = [
             worker.score.remote(part, temperature=temperature, top_logprobs=top_logprobs)
-            for worker, part in zip(self.workers, parts, strict=False)
+            for worker, part in zip(workers, parts, strict=False)
         ]
         try:
             return [scores for part in ray.get(refs) for scores in part]

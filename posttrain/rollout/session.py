@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from posttrain.errors import UserError
 from posttrain.rollout.config import RayConfig
 
+PLACEMENT_TIMEOUT_S = 120
 # Hub access in workers follows the user's setting: the offline variables pass through to every node.
 PASSED_THROUGH = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
 
@@ -65,3 +68,29 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     finally:
         if owned:
             shutdown_ray()
+
+
+def reserve_bundles(bundle: Mapping[str, float], count: int, strategy: str, what: str, fix: str) -> Any:
+    """A ready placement group of `count` copies of `bundle` (one actor each), for `what` ("rollout workers").
+
+    A request larger than the whole cluster fails at once; one the cluster cannot place fails after
+    PLACEMENT_TIMEOUT_S. Both are UserErrors whose message ends with `fix`, the keys that size the request."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    total = ray.cluster_resources()
+    for resource, amount in bundle.items():
+        if total.get(resource, 0) < amount * count:
+            raise UserError(
+                f"{count} {what} need {amount * count:g} {resource} but the Ray cluster has "
+                f"{total.get(resource, 0):g}; lower {fix}"
+            )
+    placement = placement_group([dict(bundle)] * count, strategy=strategy)
+    ready, _ = ray.wait([placement.ready()], timeout=PLACEMENT_TIMEOUT_S)
+    if not ready:
+        remove_placement_group(placement)
+        raise UserError(
+            f"could not place {count} {what} of {dict(bundle)} with strategy {strategy} within "
+            f"{PLACEMENT_TIMEOUT_S}s; cluster has {ray.cluster_resources()}"
+        )
+    return placement

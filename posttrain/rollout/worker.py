@@ -48,6 +48,15 @@ class RolloutWorker:
         self.version = version
         return version
 
+    def receive_weights(self, spec: Any, rank: int, manifest: Any, version: int) -> int:
+        """`rollout.weight_sync=collective`: take part in the fleet's broadcast (`GroupSpec`, this worker's rank,
+        the `Manifest` of what is sent) and load what arrives, stamped `version`."""
+        from posttrain.rollout.weight_sync import CollectiveReceiver
+
+        if not hasattr(self, "_receiver"):  # the group outlives one sync: joined once per generation
+            self._receiver = CollectiveReceiver()
+        return self.load_weights(self._receiver.receive(spec, rank, manifest), version)
+
     def max_context_seen(self, reset: bool = False) -> int:
         seen = self.engine.max_context_seen
         if reset:

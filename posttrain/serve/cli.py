@@ -42,12 +42,14 @@ def serve_command(args: argparse.Namespace) -> int:
     from posttrain.config import compose, to_object
     from posttrain.models import check_model_path, load_tokenizer
     from posttrain.rollout.cli import context_limit
+    from posttrain.rollout.engine import check_engine
     from posttrain.serve.server import bind, build_runner, run
 
     cfg = to_object(compose("serve", args.overrides, layer_files=["commands/serve.yaml"]))
     if cfg.model.path is None:
         raise UserError("model.path is required (a preset such as zaya-tiny, or an HF checkpoint directory)")
     check_model_path(cfg.model.path)
+    check_engine(cfg.rollout.engine, cfg.device)
     sock = bind(cfg.serve.host, cfg.serve.port)
     try:
         tokenizer = load_tokenizer(cfg.model.path)

@@ -36,7 +36,7 @@ def test_defaults_are_the_paper_settings_and_the_command_layer_is_small():
         (["rsa.final_top_p=0"], "rsa.final_top_p"),
         (["rsa.aggregation_template=no placeholders"], "{problem}"),
         (["rollout.num_workers=0"], "rollout.num_workers"),
-
+        (["rollout.weight_sync=nccl"], "rollout.weight_sync must be one of object_store, collective"),
         (["rollout.strategy=beam"], "rollout.strategy"),
         (["rollout.top_p=1.5"], "rollout.top_p"),
         (["ray.placement_strategy=RANDOM"], "ray.placement_strategy"),
