@@ -104,9 +104,8 @@ def _printable(text: str) -> str:
 def rsa_command(args: argparse.Namespace) -> int:
     from posttrain.config import compose, to_object
     from posttrain.models import check_model_path, load_tokenizer
-    from posttrain.runner import progress_enabled
-
     from posttrain.rollout.engine import check_engine
+    from posttrain.runner import progress_enabled
 
     command, overrides = _split(args.overrides)
     cfg = to_object(compose("rsa", overrides, layer_files=["commands/rsa.yaml"]))
