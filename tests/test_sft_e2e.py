@@ -13,6 +13,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from posttrain.answers import extract_answer
+from posttrain.data import from_envs
 from posttrain.metrics import read_metrics
 from tests.conftest import cli_env, run_cli
 
@@ -58,9 +60,27 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
     # ZAYA's routers were balanced after every step: the expert biases left their zero init.
     assert any(bool(b[:-1].abs().gt(0).any()) for name, b in weights(run_dir / "final").items() if "balancing" in name)
 
-    # A second run into the same directory must not clobber it without consent.
+    # The held-out figure, recounted here with plain transformers `generate` (one left-padded greedy batch, as
+    # the stage's engine runs it) and the answer tags compared as text.
+    heldout = from_envs.heldout("add", 1, 20, 0)  # SMALL's task, eval difficulty, eval.num_samples and seed
+    texts = [tokenizer.apply_chat_template(m[:-1], tokenize=False, add_generation_prompt=True) for m in heldout]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    answers = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    hits = sum(extract_answer(a) is not None and extract_answer(a) == m[-1]["content"][8:-9] for a, m in zip(
+        answers, heldout, strict=True))  # fmt: skip
+    assert summary["heldout_exact_match"] == hits / 20
+
+    # A second run into the same directory must not clobber it without consent ...
     again = run_cli("run", *SMALL, "trainer.max_steps=12", f"run.root={tmp_path}")
     assert again.returncode == 2 and "already holds a run" in again.stderr
+    # ... and resuming a finished run says so and changes nothing.
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    resumed = run_cli("run", *SMALL, "trainer.max_steps=12", f"run.root={tmp_path}", "resume=auto")
+    assert resumed.returncode == 0 and "already finished its 12 steps" in resumed.stdout, resumed.stderr
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):

@@ -25,12 +25,13 @@ def test_dataset_and_env_mixture_with_a_user_reward_lora_and_the_local_fleet(sft
     result = posttrain(
         *TINY, f"model.path={sft_model}", f"run.root={tmp_path}", "trainer.max_steps=3", "eval.num_samples=4",
         f"problems.datasets=[{dataset}]", "rollout.backend=local", "model.lora.r=4", "rl.optimizer=adamw",
-        "rl.param_groups=[]", "rl.lr=1e-2",
+        "rl.param_groups=[]", "rl.lr=1e-2", "rl.kl_coef=0.05",  # KL to the base: the adapters disabled, no copy
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "rlve step 1/3" in result.stdout and "rlve step 3/3" in result.stdout  # CI gets plain progress lines
     records = read_metrics(tmp_path / "rlve" / "metrics.jsonl")
     assert any("pass_rate/data:sums" in r for r in records) and any("pass_rate/add" in r for r in records)
+    assert all(r["learn/kl_start"] >= 0 and "learn/kl_ref" in r for r in records if "learn/loss" in r)
     summary = json.loads((tmp_path / "rlve" / "summary.json").read_text())
     assert set(summary["comparison"]) == {"add", "data:sums"}  # both held-out sets, before and after
 

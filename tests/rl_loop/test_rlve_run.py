@@ -84,6 +84,31 @@ def test_run_writes_config_metrics_checkpoints_final_plots_and_before_after(refe
     assert f"gain over the best baseline {100 * comparison['gain_over_best_baseline']:+.1f} points" in out
 
 
+def test_resuming_a_finished_run_says_so_and_changes_nothing(reference):
+    before = {p: p.stat().st_mtime_ns for p in reference.dir.rglob("*") if p.is_file()}
+    resumed = posttrain(*REFERENCE, f"model.path={reference.sft_final}", f"run.root={reference.root}", "resume=auto")
+    assert resumed.returncode == 0 and "already finished its 5 steps" in resumed.stdout, resumed.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in reference.dir.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("stage", ["sft", "rlve"])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("device=cuda", "device=cuda but no GPU is visible"),
+        ("model.lora.target_modules=[nonexistent]", "'nonexistent' names no module of"),
+    ],
+)
+def test_values_that_would_crash_mid_run_are_one_line_before_any_work_in_every_stage(
+    stage, override, message, sft_model, tmp_path, capsys
+):
+    args = [f"stage={stage}", f"model.path={sft_model}", f"run.root={tmp_path}", "model.lora.r=4", override]
+    code = main(["run", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / stage).exists()
+
+
 def test_unset_model_path_builds_the_sft_stage_first_with_its_scoped_overrides(reference):
     assert "running stage 'sft' first" in reference.result.stdout
     sft_config = (reference.root / "sft" / "config.yaml").read_text()

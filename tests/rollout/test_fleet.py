@@ -89,6 +89,19 @@ def test_a_worker_killed_mid_batch_is_replaced_resynced_and_nothing_is_lost(flee
     assert_matches(perturbed, rollouts)  # the replacement serves the synced weights, not the seed's
 
 
+def test_a_worker_that_dies_during_weight_sync_is_replaced_and_serves_the_new_version(fleet, tiny, perturbed):
+    """The replacement's weight load is awaited: the next rollouts come from version v's weights (teacher-forced
+    check against v's model), stamped v, and the death counts as a restart."""
+    fleet.sync_weights(tiny[0].state_dict(), version=7)
+    restarts = fleet.restarts
+    ray.kill(fleet.workers[1], no_restart=True)  # dead before the sync reaches it
+    fleet.sync_weights(perturbed.state_dict(), version=8)
+    assert fleet.restarts == restarts + 1
+    rollouts = fleet.generate(requests(8, prefix="s"))
+    assert {r.policy_version for r in rollouts} == {8} and {r.worker_id[:2] for r in rollouts} == {"w0", "w1"}
+    assert_matches(perturbed, rollouts)
+
+
 def test_markovian_rsa_runs_on_the_fleet_with_bounded_context(fleet):
     cfg = RSAConfig(N=3, C=2, T=1, beta=6, tau=3, aggregation_template="{problem}\n{candidates}Merge:")
     fleet.max_context_seen(reset=True)
