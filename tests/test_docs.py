@@ -62,7 +62,7 @@ def shell_commands() -> list[tuple[str, list[str]]]:
     for block in blocks():
         if block.language not in SHELL_LANGUAGES or block.skip:
             continue
-        for offset, raw in enumerate(block.code.splitlines(), start=1):
+        for offset, raw in enumerate(block.code.replace("\\\n", " ").splitlines(), start=1):  # join `\` lines
             line = raw.strip().removeprefix("$ ")
             if not line.startswith("posttrain "):
                 continue

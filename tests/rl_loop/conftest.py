@@ -16,13 +16,16 @@ import pytest
 
 from tests.conftest import cli_env
 
-# Every test's RL run: 4 prompts x 4 samples of 8 tokens a step; 8 held-out prompts before/after.
+# Every test's RL run: 4 prompts x 4 samples of 8 tokens a step; 8 held-out prompts before/after, scored greedily
+# and at T=1 with 4 samples each.
 TINY = [
     "stage=rlve",
     "rl.prompts_per_step=4",
     "rl.group_size=4",
     "rollout.max_new_tokens=8",
     "eval.num_samples=8",
+    "eval.temperatures=[1.0]",
+    "eval.pass_k=4",
     "logging.progress=off",
 ]
 SFT_SMALL = ["sft.trainer.max_steps=30", "sft.data.num_train=2000", "sft.eval.num_samples=8"]
@@ -74,7 +77,7 @@ class ReferenceRun:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> ReferenceRun:
     root = tmp_path_factory.mktemp("reference")
-    result = posttrain(*REFERENCE, *SFT_SMALL, f"run.root={root}", timeout=480)
+    result = posttrain(*REFERENCE, *SFT_SMALL, f"run.root={root}", timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return ReferenceRun(root, result)
 
