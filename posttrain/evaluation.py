@@ -81,6 +81,8 @@ def score_set(eval_set: EvalSet, answers: list[list[str]], k: int) -> dict[str, 
         "pass@1": sum(per_problem) / n if per_problem else None,
         f"pass@{k}": sum(per_problem_k) / n if per_problem and sampled else None,
         "format_ok": sum(s.format_ok for s in scores) / max(len(scores), 1) if scores else None,
+        "reward": sum(s.reward for s in scores) / len(scores) if scores else None,
+        "length": sum(len(a) for group in answers for a in group) / len(scores) if scores else None,  # characters
         "n": len(per_problem),
         "per_problem": per_problem,
     }
@@ -160,13 +162,18 @@ def comparison(before: dict, after: dict, train_label: str) -> dict[str, dict[st
             },
             "gain_over_best_baseline": gain,
             "gain_ci95": half_width,
+            **{key: _sides(before, after, name, train_label, key) for key in ("reward", "length")},
         }
     return out
 
 
-def _get(report: dict, name: str, label: str) -> float | None:
+def _sides(before: dict, after: dict, name: str, label: str, key: str) -> dict[str, float | None]:
+    return {"before": _get(before, name, label, key), "after": _get(after, name, label, key)}
+
+
+def _get(report: dict, name: str, label: str, key: str = "pass@1") -> float | None:
     cell = report[name].get(label)
-    return None if cell is None else cell["pass@1"]
+    return None if cell is None else cell.get(key)
 
 
 def report_table(before: dict, after: dict, k: int, train_label: str) -> str:
@@ -190,6 +197,12 @@ def report_table(before: dict, after: dict, k: int, train_label: str) -> str:
             f"gain over the best baseline {100 * s['gain_over_best_baseline']:+.1f} points "
             f"(95% CI ±{100 * s['gain_ci95']:.1f})"
         )
+        reward, length = s["reward"], s["length"]
+        if reward["before"] is not None and length["before"] is not None:
+            lines.append(
+                f"  at {train_label}: mean reward {reward['before']:.3g} -> {reward['after']:.3g}, "
+                f"mean length {length['before']:.0f} -> {length['after']:.0f} characters"
+            )
     return "\n".join(lines)
 
 

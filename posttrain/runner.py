@@ -121,7 +121,7 @@ def previous_stage_final(stage: str, kit: Stage, cfg: Config) -> tuple[str, str 
 def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
     """Run `previous` with the shared keys and every stage-scoped override (resuming a partial run)."""
     names = {*stage_names(), *ORDER}
-    print(f"model.path not set and {final} does not exist: running stage '{previous}' first", flush=True)
+    print(f"{final} does not exist: running stage '{previous}' first", flush=True)
     forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in names]
     run_stage(previous, [*forwarded, "resume=auto"])
 
@@ -212,6 +212,9 @@ def run_stage(
     kit.check(cfg)  # the checks that need no model run before the previous stage's work
     if build is not None:
         build_previous(build, cfg.model.path, overrides)
+    for needed, final in kit.needs(cfg):  # e.g. rlhf's reward model
+        if not (Path(final) / "config.json").is_file():
+            build_previous(needed, final, overrides)
     check_common(cfg)
     prepared = kit.prepare(cfg)
     if resume_from is not None:

@@ -26,7 +26,7 @@ from posttrain.errors import UserError
 COMMON_KEYS = ("stage", "seed", "resume", "device", "run", "logging", "plugins", "model.path")
 
 # Pipeline order; `stage=all` runs these, chained by final/. `rm` is built on demand by `rlhf`.
-ORDER = ("sft", "warmup", "rlve", "mathcode_phase1", "mathcode_phase2", "rlhf")
+ORDER = ("sft", "warmup", "rlve", "mathcode_phase1", "mathcode_phase2", "rlhf")  # rm: built on demand by rlhf
 # A group runs its stages in order; `<group>.key=value` reaches each of them.
 GROUPS = {"mathcode": ("mathcode_phase1", "mathcode_phase2")}
 _BUILTIN = {
@@ -36,6 +36,7 @@ _BUILTIN = {
     "mathcode_phase1": "posttrain.stages.mathcode:MathCodePhase1",
     "mathcode_phase2": "posttrain.stages.mathcode:MathCodePhase2",
     "rm": "posttrain.stages.rm:RewardModelStage",
+    "rlhf": "posttrain.stages.rlhf:RLHF",
 }
 STAGE_REGISTRY: dict[str, str | type[Stage]] = {}
 
@@ -52,6 +53,10 @@ class Stage:
 
     def prepare(self, cfg: Any) -> Any:
         raise NotImplementedError
+
+    def needs(self, cfg: Any) -> list[tuple[str, str]]:
+        """(stage, its final/ directory) this stage needs built first, besides model.path's previous stage."""
+        return []
 
     def check_resume(self, cfg: Any, checkpoint: Path) -> None:
         """Refuse a checkpoint this config cannot continue; the default accepts any."""

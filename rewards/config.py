@@ -48,6 +48,7 @@ class RewardsConfig:
     gate: RewardSpec | None = None  # components count only where this scores >= gate_threshold
     gate_threshold: float = 1.0
     correct_at: float = 1.0  # a sample counts as correct (accuracy, curricula, pass-rate filter) at this reward
+    correct_by: RewardSpec | None = None  # ... of this reward instead of the trained one (RLHF: the checker)
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
 

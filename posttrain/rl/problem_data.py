@@ -18,12 +18,29 @@ def dataset_name(spec: Any) -> str:
     return spec.name or Path(spec.path).stem
 
 
-def load_problem_rows(spec: Any) -> list[dict[str, Any]]:
-    """Every row of `spec.path` (up to `spec.max_rows`), with a readable prompt and the answer column if named."""
+BUILTIN_ROWS = 2000
+
+
+def builtin_rows(name: str, count: int, seed: int) -> list[dict[str, Any]]:
+    """Rows of a builtin prompt set (`path: builtin:<name>`): `count` to train on and a ninth as many held out."""
+    if name == "instructions":
+        from posttrain.data.instructions import instruction_prompts
+
+        held = max(count // 9, 1)
+        return instruction_prompts(count, seed) + instruction_prompts(held, seed, heldout=True)
+    raise UserError(f"problems.datasets: unknown builtin prompt set 'builtin:{name}' (available: builtin:instructions)")
+
+
+def load_problem_rows(spec: Any, seed: int = 0) -> list[dict[str, Any]]:
+    """Every row of `spec.path` (up to `spec.max_rows`), with a readable prompt and the answer column if named;
+    `builtin:<name>` generates a builtin prompt set instead (e.g. instruction-following prompts for RLHF)."""
     from posttrain.data.sources import read_records
     from posttrain.rl.sources import prompt_text
 
-    dataset = read_records(spec.path, key="problems.datasets.path")
+    if spec.path.startswith("builtin:"):
+        dataset = builtin_rows(spec.path.removeprefix("builtin:"), spec.max_rows or BUILTIN_ROWS, seed)
+    else:
+        dataset = read_records(spec.path, key="problems.datasets.path")
     rows = []
     for index, record in enumerate(dataset):
         if spec.max_rows and len(rows) >= spec.max_rows:

@@ -53,10 +53,20 @@ class RewardScorer(Scorer):
 
     Columns: every key of the problems' `extra` (the dataset row), `answer` from the problem's reference when the
     row has none, and training progress (`step`, `max_steps`). A sample counts as correct when its reward
-    reaches `correct_at`."""
+    reaches `correct_at`, or, with `correct_by`, when that other reward does (RLHF: the reward-model score is the
+    reward, the instruction checker says what was done right)."""
 
-    def __init__(self, reward: Reward, *, name: str = "reward", correct_at: float = 1.0, min_reward: float = 0.0):
+    def __init__(
+        self,
+        reward: Reward,
+        *,
+        name: str = "reward",
+        correct_at: float = 1.0,
+        min_reward: float = 0.0,
+        correct_by: Reward | None = None,
+    ):
         self.reward, self.name, self.correct_at, self.min_reward = reward, name, correct_at, min_reward
+        self.correct_by = correct_by
 
     def score(self, problems, completions, *, step, max_steps):
         n = len(problems)
@@ -64,16 +74,17 @@ class RewardScorer(Scorer):
         columns: dict[str, Any] = {key: [p.extra.get(key) for p in problems] for key in keys}
         columns.setdefault("answer", [p.reference for p in problems])
         columns.update(step=step, max_steps=max_steps)
+        prompts = [p.prompt for p in problems]
         try:
-            out = self.reward([p.prompt for p in problems], list(completions), **columns)
-            scores = list(out.scores) if hasattr(out, "scores") else list(out)
-            if len(scores) != n or not all(isinstance(s, int | float) and math.isfinite(s) for s in scores):
-                raise ValueError(f"returned {len(scores)} scores for {n} completions, or a non-finite one")
+            scores, metrics = _checked(self.reward(prompts, list(completions), **columns), n, self.name)
+            judged = scores
+            if self.correct_by is not None:
+                judged, judge_metrics = _checked(self.correct_by(prompts, list(completions), **columns), n, self.name)
+                metrics.update(judge_metrics)
         except Exception as exc:  # a broken reward must not end the run: the step just cannot learn from it
             error = f"{self.name}: {type(exc).__name__}: {exc}"[:500]
             return [Score(0.0, False, False, error) for _ in problems], {}
-        metrics = _scalars(getattr(out, "metrics", {}), self.name)
-        return [Score(float(s), float(s) >= self.correct_at, True) for s in scores], metrics
+        return [Score(s, j >= self.correct_at, True) for s, j in zip(scores, judged, strict=True)], metrics
 
 
 class RoutedScorer(Scorer):
@@ -121,6 +132,14 @@ def score_with_canary(
         if keep == 0:
             score.reward, score.correct = 0.0, False
     return scores, metrics
+
+
+def _checked(out: Any, n: int, prefix: str) -> tuple[list[float], dict[str, float]]:
+    """The scores of a reward's output (a RewardOutput or a plain list), checked, and its scalar metrics."""
+    scores = list(out.scores) if hasattr(out, "scores") else list(out)
+    if len(scores) != n or not all(isinstance(s, int | float) and math.isfinite(s) for s in scores):
+        raise ValueError(f"returned {len(scores)} scores for {n} completions, or a non-finite one")
+    return [float(s) for s in scores], _scalars(getattr(out, "metrics", {}), prefix)
 
 
 def _scalars(metrics: Mapping[str, Any], prefix: str) -> dict[str, float]:

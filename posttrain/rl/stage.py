@@ -102,7 +102,7 @@ class RLStage(Stage):
 
             check_model_path(cfg.ttc.checkpoint)
         envs = expand_names(list(cfg.envs.names)) if cfg.problems.env_weight > 0 else []
-        datasets = {dataset_name(spec): load_problem_rows(spec) for spec in cfg.problems.datasets}
+        datasets = {dataset_name(spec): load_problem_rows(spec, cfg.seed) for spec in cfg.problems.datasets}
         return Prepared(envs, datasets)
 
     def check_resume(self, cfg: Config, checkpoint: Path) -> None:
@@ -328,7 +328,8 @@ def build_dataset_scorers(cfg: Config) -> dict:
     for spec in cfg.problems.datasets:
         name = dataset_name(spec)
         reward = build_one(spec.reward) if spec.reward else build_reward(cfg.rewards, canary=False)
-        scorers[name] = RewardScorer(reward, name=name, correct_at=cfg.rewards.correct_at)
+        judge = build_one(cfg.rewards.correct_by) if cfg.rewards.correct_by is not None else None
+        scorers[name] = RewardScorer(reward, name=name, correct_at=cfg.rewards.correct_at, correct_by=judge)
     return scorers
 
 
