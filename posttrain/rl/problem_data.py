@@ -37,13 +37,14 @@ def load_problem_rows(spec: Any, seed: int = 0) -> list[dict[str, Any]]:
     from posttrain.data.sources import read_records
     from posttrain.rl.sources import prompt_text
 
-    if spec.path.startswith("builtin:"):
-        dataset = builtin_rows(spec.path.removeprefix("builtin:"), spec.max_rows or BUILTIN_ROWS, seed)
+    limit = spec.max_rows
+    if spec.path.startswith("builtin:"):  # max_rows counts the rows to train on; the held-out ones come on top
+        dataset, limit = builtin_rows(spec.path.removeprefix("builtin:"), spec.max_rows or BUILTIN_ROWS, seed), 0
     else:
         dataset = read_records(spec.path, key="problems.datasets.path")
     rows = []
     for index, record in enumerate(dataset):
-        if spec.max_rows and len(rows) >= spec.max_rows:
+        if limit and len(rows) >= limit:
             break
         try:
             prompt_text(record)
