@@ -37,7 +37,7 @@ RL_KEYS = {  # what an RL key means here
 @dataclass
 class Prepared:
     train: list[Messages]
-    heldout: list[Messages]
+    heldout: dict[str, list[Messages]]  # per env of data.tasks (or "data": a slice of data.path)
     counts: dict[str, int]
 
 
@@ -75,11 +75,14 @@ def prepare(cfg: Config) -> Prepared:
         random.Random(cfg.seed).shuffle(samples)
         # Hold out a slice for the end-of-stage accuracy only when the file is big enough to spare it.
         cut = cfg.eval.num_samples if len(samples) >= 4 * cfg.eval.num_samples else 0
-        heldout, samples = samples[:cut], samples[cut:]
+        heldout, samples = {"data": samples[:cut]}, samples[cut:]
     else:
         plain = cfg.data.num_train - aggregation
         samples = from_envs.generate(cfg.data.tasks, cfg.data.difficulties, plain, cfg.seed)
-        heldout = from_envs.heldout(cfg.data.tasks[0], cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed)
+        heldout = {
+            task: from_envs.heldout(task, cfg.eval.difficulty, cfg.eval.num_samples, cfg.seed)
+            for task in dict.fromkeys(cfg.data.tasks)
+        }
     train, counts = fit_all(samples, tokenizer, cfg.data.max_seq_len)
     if aggregation:
         examples, aggregation_counts = _aggregation(cfg, tokenizer, aggregation)
@@ -132,18 +135,25 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
     trainer, callback = build_sft_trainer(ctx, model, tokenizer, dataset)
     trainer.train(resume_from_checkpoint=str(ctx.resume_from) if ctx.resume_from else None)
     final_model = export_final(trainer.model, tokenizer, ctx.final)
-    accuracy = heldout_exact_match(final_model, tokenizer, prepared.heldout, cfg)
+    by_task = {task: heldout_exact_match(final_model, tokenizer, rows, cfg) for task, rows in prepared.heldout.items()}
+    counted = [(by_task[task], len(rows)) for task, rows in prepared.heldout.items() if rows]
+    total = sum(n for _, n in counted)
+    accuracy = sum(a * n for a, n in counted) / total if total else float("nan")
     plot_metrics(ctx.dir / "metrics.jsonl", ctx.plots, PLOTS)
     summary = {
         "stage": "sft",
         "steps": trainer.state.global_step,
         "heldout_exact_match": accuracy,
-        "heldout_samples": len(prepared.heldout),
+        "heldout_by_task": by_task,
+        "heldout_samples": total,
         "data": prepared.counts,
         "train_runtime_s": callback.summary.get("train_runtime"),
         "final": str(ctx.final),
     }
-    print(f"held-out exact match: {accuracy:.1%} on {len(prepared.heldout)} samples; final model in {ctx.final}")
+    tasks = ", ".join(f"{task} {value:.1%}" for task, value in by_task.items()) if len(by_task) > 1 else ""
+    detail = f" ({tasks})" if tasks else ""
+    shown = f"{accuracy:.1%} on {total} samples{detail}" if total else "n/a (data.path too small to hold any out)"
+    print(f"held-out exact match: {shown}; final model in {ctx.final}")
     return summary
 
 
