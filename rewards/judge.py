@@ -136,32 +136,25 @@ class HttpBackend:
 
 
 class HFBackend:
-    """A local causal LM (a preset such as `zaya-tiny` or an HF directory), decoding greedily."""
+    """A local causal LM (a preset such as `zaya-tiny` or an HF directory), decoding greedily through posttrain's
+    engine: the same generation path and chat encoding as RL rollouts, evaluation and `posttrain serve`."""
 
     def __init__(self, model_path: str, *, max_new_tokens: int = 32, seed: int = 0) -> None:
-        from posttrain.models import load_model
+        from posttrain.rollout.engine import build_engine
 
-        self.model, self.tokenizer = load_model(model_path, seed=seed)
-        self.model.eval()
+        self.engine = build_engine("hf", model_path, seed=seed)
         self.max_new_tokens = max_new_tokens
 
     def check(self) -> None:
         """Nothing to probe: the model was loaded (or refused with a `UserError`) when the backend was built."""
 
     def complete(self, messages: list[dict[str, str]]) -> str:
-        import torch
+        from posttrain.rollout.chat import encode_messages
+        from posttrain.rollout.types import SamplingParams
 
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
-        with torch.no_grad():
-            out = self.model.generate(
-                ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        prompt = encode_messages(self.engine.tokenizer, messages)
+        (completion,) = self.engine.generate([prompt], SamplingParams(self.max_new_tokens, temperature=0.0))
+        return completion.text
 
 
 def make_backend(backend: str, **kwargs: Any) -> Backend:
