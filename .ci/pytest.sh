@@ -2,7 +2,8 @@
 # Runs the suite; pytest's exit code 5 ("no tests collected") is a failure here, never a silent pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/python -m pytest -q "$@"
+# Two workers (PYTEST_WORKERS): most end-to-end tests keep one core busy. loadgroup: see tests/conftest.py.
+.venv/bin/python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: treating as failure" >&2

@@ -67,3 +67,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# `make test` runs on two xdist workers with `--dist loadgroup`. A module's tests stay on one worker (its
+# module-scoped fixtures are built once), and so do all users of an expensive session fixture.
+SHARED_FIXTURE_GROUPS = {"reference": "rl-reference-run", "server": "serve-server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        shared = [group for name, group in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames]
+        group = shared[0] if shared else item.module.__name__ if item.module else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -53,9 +53,9 @@ def bash_script(tmp_path_factory):
         ("posttrain run trainer.max_st", ["posttrain", "run", "trainer.max_st"], ["trainer.max_steps="]),
         ("posttrain run model.lora.", ["posttrain", "run", "model.lora."],
          ["model.lora.alpha=", "model.lora.dropout=", "model.lora.r=", "model.lora.target_modules="]),
-        ("posttrain run stage=r", ["posttrain", "run", "stage", "=", "r"], ["rlve"]),
+        ("posttrain run stage=r", ["posttrain", "run", "stage", "=", "r"], ["rlhf", "rlve", "rm"]),
         ("posttrain run stage=", ["posttrain", "run", "stage", "="],
-         ["all", "mathcode", "mathcode_phase1", "mathcode_phase2", "rlve", "sft", "warmup"]),
+         ["all", "mathcode", "mathcode_phase1", "mathcode_phase2", "rlhf", "rlve", "rm", "sft", "warmup"]),
         ("posttrain run run.overwrite=", ["posttrain", "run", "run.overwrite", "="], ["false", "true"]),
         ("posttrain run seed=", ["posttrain", "run", "seed", "="], []),  # no known values: nothing invented
         ("posttrain config sh", ["posttrain", "config", "sh"], ["show"]),
@@ -95,7 +95,7 @@ def test_bash_completes_files_for_config(bash_script, tmp_path):
     [
         ("posttrain ru", ["run"]),
         ("posttrain run trainer.max_st", ["trainer.max_steps="]),
-        ("posttrain run stage=r", ["rlve"]),
+        ("posttrain run stage=r", ["rlhf", "rlve", "rm"]),
         ("posttrain config show run.overwrite=", ["false", "true"]),
     ],
 )

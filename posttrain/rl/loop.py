@@ -105,6 +105,7 @@ class RLLoop:
         """(all scored samples, the trainable ones, metrics), refilling dropped groups up to MAX_REFILLS times."""
         wanted = self.cfg.rl.prompts_per_step
         scored, usable, metrics = [], [], {}
+        scorer_metrics: dict[str, list[tuple[float, int]]] = {}  # (value, samples scored) per attempt
         for attempt in range(MAX_REFILLS + 1):
             if attempt == 0 and first is not None:
                 samples, timings = first.result()
@@ -113,15 +114,20 @@ class RLLoop:
             offset = attempt * 1_000_000  # group ids of refills never collide with earlier ones
             for s in samples:
                 s.group += offset
-            for key, value in timings.items():
-                metrics[key] = metrics.get(key, 0.0) + value
+            for key, value in timings.items():  # times add up over refills; the scorer's means are pooled
+                if key.startswith("time/"):
+                    metrics[key] = metrics.get(key, 0.0) + value
+                else:
+                    scorer_metrics.setdefault(key, []).append((value, len(samples)))
             scored += samples
             usable += self._usable(samples, metrics)
             if _problems(usable) >= wanted:
                 break
+        for key, values in scorer_metrics.items():
+            metrics[key] = sum(v * n for v, n in values) / max(sum(n for _, n in values), 1)
         with self.source_lock:
             for s in scored:
-                if s.error is None and s.round == 0:
+                if s.error is None and not (s.kind == "ttc" and s.round == 0):  # candidates may be another model's
                     self.parts.source.feedback(s.problem, s.correct)
         return scored, usable, metrics
 

@@ -1,8 +1,9 @@
 """Shared runs of `posttrain run stage=rlve` at toy size, through the real CLI in subprocesses.
 
-One session fixture builds the SFT model *through* rlve's build-on-demand path (no `model.path`, a fresh
-run.root, stage-scoped `sft.*` overrides), so the same ~40 s buys the SFT'd model every other test
-starts from, the build-on-demand check and the uninterrupted reference run the resume test compares to.
+One session fixture builds the SFT model *through* the build-on-demand path (a one-step `stage=warmup` with no
+`model.path`, a fresh run.root and stage-scoped `sft.*` overrides), so the same run buys the SFT'd model every
+other test starts from and the build-on-demand check; then it runs the uninterrupted rlve reference run (from
+that SFT model) that the resume test compares to.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def popen(*args: str) -> subprocess.Popen:
 @dataclass
 class ReferenceRun:
     root: Path
-    result: subprocess.CompletedProcess
+    built: subprocess.CompletedProcess  # the one-step warmup run that built sft on demand
+    result: subprocess.CompletedProcess  # the rlve reference run
 
     @property
     def dir(self) -> Path:
@@ -77,9 +79,12 @@ class ReferenceRun:
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> ReferenceRun:
     root = tmp_path_factory.mktemp("reference")
-    result = posttrain(*REFERENCE, *SFT_SMALL, f"run.root={root}", timeout=900)
+    warmup = ["stage=warmup", *TINY[1:], "trainer.max_steps=1", "eval.num_samples=4"]
+    built = posttrain(*warmup, *SFT_SMALL, f"run.root={root}", timeout=900)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
+    result = posttrain(*REFERENCE, f"model.path={root / 'sft' / 'final'}", f"run.root={root}", timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    return ReferenceRun(root, result)
+    return ReferenceRun(root, built, result)
 
 
 @pytest.fixture(scope="session")

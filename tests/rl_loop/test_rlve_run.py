@@ -24,7 +24,7 @@ PER_STEP = [
 ]  # fmt: skip
 LEARNED = ["learn/clip_frac", "learn/entropy", "learn/kl_behaviour", "learn/train_tokens_per_s", "learn/loss"]
 # What a resumed sync-mode run must reproduce exactly (everything but wall-clock timings).
-DETERMINISTIC = ["reward/mean", "accuracy", "sampled_difficulty/add", "samples_trained", "learn/loss"]
+DETERMINISTIC = ["reward/mean", "accuracy", "sampled_difficulty/add", "samples_trained"]
 
 
 SIDES = ("before", "after")
@@ -109,13 +109,13 @@ def test_values_that_would_crash_mid_run_are_one_line_before_any_work_in_every_s
     assert not (tmp_path / stage).exists()
 
 
-def test_unset_model_path_builds_the_sft_stage_first_with_its_scoped_overrides(reference):
-    assert "running stage 'sft' first" in reference.result.stdout
+def test_unset_model_path_builds_the_previous_stage_first_with_its_scoped_overrides(reference):
+    assert "running stage 'sft' first" in reference.built.stdout  # warmup's previous stage, built on demand
     sft_config = (reference.root / "sft" / "config.yaml").read_text()
     assert "max_steps: 30" in sft_config and "num_train: 2000" in sft_config  # the sft.* overrides
     assert [r["step"] for r in read_metrics(reference.root / "sft" / "metrics.jsonl")][-1] == 30
-    rlve_config = (reference.dir / "config.yaml").read_text()
-    assert f"path: {reference.sft_final}" in rlve_config and "max_steps: 5" in rlve_config
+    warmup_config = (reference.root / "warmup" / "config.yaml").read_text()
+    assert f"path: {reference.sft_final}" in warmup_config and "max_steps: 1" in warmup_config
 
 
 def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(reference, tmp_path):
@@ -143,6 +143,9 @@ def test_resume_after_sigkill_has_no_gap_and_matches_the_uninterrupted_run(refer
         # The target curriculum's level sums a set of string keys, whose order follows the per-process
         # hash seed: equal states can report levels that differ in the last bit.
         assert got["difficulty/add"] == pytest.approx(want["difficulty/add"], rel=1e-12, abs=1e-12)
+        # Same samples and updates; the loss, a float sum, has been seen to differ in the 7th digit across processes.
+        assert ("learn/loss" in got) == ("learn/loss" in want)
+        assert got.get("learn/loss", 0.0) == pytest.approx(want.get("learn/loss", 0.0), rel=1e-6, abs=1e-6)
     assert len({r["difficulty/add"] for r in records}) > 1  # the curriculum really moved across the kill
     state, want_state = (
         json.loads((d / "checkpoints" / "step-5" / "loop.json").read_text()) for d in (run_dir, reference.dir)

@@ -133,12 +133,16 @@ def chat_prompt(tokenizer, content: str) -> list[int]:
 
 
 def joined(reasoning: str | None, content: str) -> str:
-    """A chat completion's text from its reasoning and content (the split drops `</think>` and a leading `<think>`)."""
-    return content if reasoning is None else f"{reasoning}</think>{content}"
+    """A chat completion's text less its two tags: a stream cannot tell an empty reasoning from none."""
+    return (reasoning or "") + content
 
 
 def chat_text(tokenizer, ids: list[int]) -> str:
-    """What `joined(reasoning_content, content)` must give for generated `ids`."""
+    """What `joined(reasoning_content, content)` must give for generated `ids`: the text less a leading
+    `<think>` and the first `</think>` (the reasoning split's two tags)."""
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    return text[len("<think>") :] if text.startswith("<think>") and "</think>" in text else text
-
+    if "</think>" not in text:
+        return text
+    if text.startswith("<think>"):
+        text = text[len("<think>") :]
+    return text.replace("</think>", "", 1)
