@@ -209,16 +209,20 @@ def run_ours(args: argparse.Namespace, staleness: int, anchors: str, run_dir: Pa
     from posttrain.models import load_model
     from posttrain.rl.learner import Learner
     from posttrain.rl.loop import RLLoop, RLParts
+    from posttrain.rl.scoring import EnvScorer
+    from posttrain.rl.sources import CurriculumSource
+    from posttrain.rl.stage import build_collector
     from posttrain.run_context import RunContext
 
     cfg = to_object(compose("rlve", ours_overrides(args, staleness, anchors, run_dir)))
     model, tokenizer = load_model(args.model, seed=cfg.seed)
     fleet.sync_weights(model.state_dict(), 0)  # one fleet serves every run: reset it to the start weights
     learner = Learner(model, cfg.rl, total_steps=cfg.trainer.max_steps, device="cpu", seed=cfg.seed)
-    curriculum = make_curriculum(cfg.curriculum, [ENV], seed=cfg.seed)
+    source = CurriculumSource(make_curriculum(cfg.curriculum, [ENV], seed=cfg.seed), pool)
+    collector = build_collector(cfg, fleet, EnvScorer(pool), None)
     metrics = MetricsLogger(run_dir / "metrics.jsonl")
     ctx = RunContext(cfg, run_dir, CheckpointManager(run_dir / "checkpoints", keep=1), None, False, metrics)
-    loop = RLLoop(ctx, RLParts(fleet, learner, pool, curriculum, tokenizer))
+    loop = RLLoop(ctx, RLParts(fleet, learner, source, collector, tokenizer))
     steps: list[dict] = []
     start = time.perf_counter()
     loop.run(on_step=lambda step, m: steps.append({"end": time.perf_counter(), **m}))
