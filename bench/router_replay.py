@@ -11,7 +11,8 @@ with `rl.router_replay` on and off. Reported per staleness k, over every complet
 * mean |Δ|: mean |log π_learner − log μ_behaviour|;
 * kl_behaviour: the learner's own metric, k3(μ, π) averaged over completion tokens;
 * routing differs: the share of (completion token, layer) pairs whose live routing (a plain forward of the
-  learner's current weights) is not the rollout's recorded one; replay removes exactly these.
+  learner's current weights) is not the rollout's recorded one; replay removes exactly these;
+* mean |Δ| on the rows where some recorded routing differs (where replay can change anything).
 """
 
 from __future__ import annotations
@@ -50,26 +51,24 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def gaps(learner, batch, replay: bool) -> tuple[torch.Tensor, float]:
-    """(|Δ| per completion token, kl_behaviour) of the learner's current weights on `batch`."""
+    """(|Δ| per position, 0 off the completion, [B, L]; kl_behaviour) of the learner's current weights."""
     from posttrain.rl.losses import kl_estimate, masked_mean
 
     learner.cfg.router_replay = replay
     prepared = learner.prepare(batch)
     with torch.no_grad():
         logps, _ = learner._logprobs(learner.model, prepared)
-    mask = prepared.completion_mask > 0
     kl = masked_mean(kl_estimate(prepared.behaviour_logprobs, logps, "k3"), prepared.completion_mask)
-    return (logps - prepared.behaviour_logprobs)[mask].abs(), float(kl)
+    return (logps - prepared.behaviour_logprobs).abs() * prepared.completion_mask, float(kl)
 
 
-def routing_flips(model, batch) -> tuple[int, int]:
-    """(recorded (token, layer) pairs the current weights route elsewhere, recorded pairs)."""
+def routing_flips(model, batch) -> torch.Tensor:
+    """[B, L, layers] bool: recorded routing that the current weights route elsewhere."""
     from posttrain.rl.router_replay import record_routing
 
     with torch.no_grad(), record_routing(model, tuple(batch.input_ids.shape)) as live:
         model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
-    recorded = batch.routing >= 0
-    return int((live[recorded] != batch.routing[recorded]).sum()), int(recorded.sum())
+    return (batch.routing >= 0) & (live != batch.routing)
 
 
 def run(args: argparse.Namespace, repeat: int, pool, results: dict) -> None:
@@ -94,11 +93,13 @@ def run(args: argparse.Namespace, repeat: int, pool, results: dict) -> None:
     stale = loop.batch(collector.collect(source.draw(args.prompts), step=0, attempt=0)[0])
     for step in range(max(args.staleness) + 1):
         if step in args.staleness:
-            flips, pairs = routing_flips(learner.model, stale)
-            results[step, "flips"].append((flips, pairs))
+            flips = routing_flips(learner.model, stale)
+            results[step, "flips"].append((int(flips.sum()), int((stale.routing >= 0).sum())))
+            flipped_rows = flips.flatten(1).any(1)
+            mask = stale.completion_mask > 0
             for replay in (True, False):
                 delta, kl = gaps(learner, stale, replay)
-                results[step, replay].append((delta, kl))
+                results[step, replay].append((delta[mask], kl, delta[flipped_rows][mask[flipped_rows]]))
         learner.cfg.router_replay = True
         learner.step(loop.batch(collector.collect(source.draw(args.prompts), step=step + 1, attempt=0)[0], step + 1))
 
@@ -134,16 +135,21 @@ def main() -> None:
         f"load_avg={'/'.join(f'{x:.1f}' for x in os.getloadavg())} python={platform.python_version()} "
         f"torch={torch.__version__}"
     )
-    print("| learner ahead by | routing differs | replay | mean abs Δ log-prob | max abs Δ | kl_behaviour |")
-    print("|---:|---:|---|---:|---:|---:|")
+    print(
+        "| learner ahead by | routing differs | replay | mean abs Δ log-prob | max abs Δ | kl_behaviour "
+        "| mean abs Δ, rows with a routing change |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|")
     for k in sorted(args.staleness):
         flips = sum(f for f, _ in results[k, "flips"]) / max(sum(p for _, p in results[k, "flips"]), 1)
         for replay in (True, False):
-            deltas = torch.cat([d for d, _ in results[k, replay]])
-            kl = sum(v for _, v in results[k, replay]) / len(results[k, replay])
+            deltas = torch.cat([d for d, _, _ in results[k, replay]])
+            kl = sum(v for _, v, _ in results[k, replay]) / len(results[k, replay])
+            changed = torch.cat([c for _, _, c in results[k, replay]])
+            on_changed = f"{float(changed.mean()):.2e} ({len(changed)} tokens)" if len(changed) else "none"
             print(
                 f"| {k} | {100 * flips:.2f}% | {'on' if replay else 'off'} | {float(deltas.mean()):.2e} "
-                f"| {float(deltas.max()):.2e} | {kl:.2e} |"
+                f"| {float(deltas.max()):.2e} | {kl:.2e} | {on_changed} |"
             )
 
 

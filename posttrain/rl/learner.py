@@ -84,7 +84,7 @@ class Learner:
             kernels=self.kernels,
             logits_budget_mb=self.cfg.logits_budget_mb,
             routing=batch.routing if replay else None,
-            share_prefixes=not counted,
+            pack=not counted,
         )
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ how a right-padded teacher-forced pass numbers them, so the behaviour log-probs 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +81,33 @@ class _RoutingTap:
         return torch.stack(self.last, dim=1).to("cpu", torch.int16)
 
 
+def _prefill(model: nn.Module, prompts: Sequence[Sequence[int]], pad_id: int, tap: _RoutingTap | None):
+    """One forward per distinct prompt, its cache expanded to the prompt's rows.
+
+    Returns (cache, next-token logits [rows, V], attention [rows, width], next positions [rows], classes
+    [rows, layers] or None, width)."""
+    device = next(model.parameters()).device
+    owners: dict[tuple[int, ...], int] = {}
+    owner = torch.tensor([owners.setdefault(tuple(p), len(owners)) for p in prompts], dtype=torch.long)
+    ids, attention = left_pad(list(owners), pad_id)
+    positions = positions_of(attention)
+    if tap is not None:
+        tap.rows = len(owners)
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=attention.to(device),
+        position_ids=positions.to(device),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache, expand = out.past_key_values, owner.to(device)
+    if not torch.equal(owner, torch.arange(len(prompts))):
+        cache.reorder_cache(expand)  # the rows of a prompt share its prefill
+    classes = tap.read()[owner] if tap is not None else None
+    next_positions = positions[:, -1].to(device)[expand] + 1
+    return cache, out.logits[:, -1][expand], attention.to(device)[expand], next_positions, classes, ids.shape[1]
+
+
 def decode(
     model: nn.Module,
     prompts: Sequence[Sequence[int]],
@@ -93,57 +120,36 @@ def decode(
     record_routing: bool = False,
 ) -> Decoded:
     """Sample up to `max_new_tokens` tokens after every prompt; row b draws from `sampler`'s stream b."""
-    device = next(model.parameters()).device
-    owners: dict[tuple[int, ...], int] = {}
-    owner = torch.tensor([owners.setdefault(tuple(p), len(owners)) for p in prompts], dtype=torch.long)
-    distinct = list(owners)
-    ids, attention = left_pad(distinct, pad_id)
-    positions = positions_of(attention)
     size = len(prompts)
     tokens: list[list[int]] = [[] for _ in range(size)]
     logprobs: list[list[float]] = [[] for _ in range(size)]
-    routes: list[list[torch.Tensor]] | None = [[] for _ in range(size)] if record_routing else None
+    routes: list[list[list[int]]] = [[] for _ in range(size)]
     tap = _RoutingTap(model) if record_routing else None
-    eos = torch.tensor(sorted(eos_ids), dtype=torch.long, device=device)
-    rows = torch.arange(size)  # which prompt each live row of the batch is
-    with tap.attached() if tap is not None else _nothing():
-        if tap is not None:
-            tap.rows = len(distinct)
-        out = model(
-            input_ids=ids.to(device),
-            attention_mask=attention.to(device),
-            position_ids=positions.to(device),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = out.past_key_values
-        expand = owner.to(device)
-        if len(distinct) < size or not torch.equal(owner, rows):
-            cache.reorder_cache(expand)  # one prefill per distinct prompt, shared by its rows
-        logits = out.logits[:, -1][expand]
-        classes = tap.read()[owner] if tap is not None else None
-        attention = attention.to(device)[expand]
-        position = positions[:, -1].to(device)[expand] + 1
-        steps = 0
+    eos = set(eos_ids)
+    rows = torch.arange(size)  # the prompt (and stream) of each row still generating
+    steps = 0
+    with tap.attached() if tap is not None else nullcontext():
+        cache, logits, attention, position, classes, width = _prefill(model, prompts, pad_id, tap)
         for step in range(max_new_tokens):
             drawn, drawn_logprobs = sampler.draw(logits, rows)
             steps = step + 1
-            done = torch.isin(drawn, eos)
-            for i, (row, token, logprob) in enumerate(
-                zip(rows.tolist(), drawn.tolist(), drawn_logprobs.tolist(), strict=True)
-            ):
+            live, drawn_ids = rows.tolist(), drawn.tolist()
+            finished = [token in eos for token in drawn_ids]
+            step_classes = classes.tolist() if classes is not None else None
+            for i, (row, token, logprob) in enumerate(zip(live, drawn_ids, drawn_logprobs.tolist(), strict=True)):
                 tokens[row].append(token)
                 logprobs[row].append(logprob)
-                if routes is not None:
-                    routes[row].append(classes[i])
-                if stop is not None and not done[i] and stop(tokens[row]):
-                    done[i] = True
-            if step + 1 == max_new_tokens or bool(done.all()):
+                if step_classes is not None:
+                    routes[row].append(step_classes[i])
+                if stop is not None and not finished[i] and stop(tokens[row]):
+                    finished[i] = True
+            if step + 1 == max_new_tokens or all(finished):
                 break
-            if bool(done.any()):  # finished rows leave the batch
-                keep = (~done).nonzero().squeeze(1)
+            if any(finished):  # finished rows leave the batch, their cache rows with them
+                keep = torch.tensor([i for i, done in enumerate(finished) if not done], dtype=torch.long)
+                rows, keep = rows[keep], keep.to(drawn.device)
                 cache.reorder_cache(keep)
-                rows, drawn, attention, position = rows[keep.cpu()], drawn[keep], attention[keep], position[keep]
+                drawn, attention, position = drawn[keep], attention[keep], position[keep]
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
             if tap is not None:
                 tap.rows = len(rows)
@@ -154,18 +160,10 @@ def decode(
                 past_key_values=cache,
                 use_cache=True,
             )
-            logits = out.logits[:, -1]
-            position = position + 1
-            if tap is not None:
-                classes = tap.read()
-    routing = (
-        [torch.stack(r) if r else torch.zeros(0, len(tap.routers), dtype=torch.int16) for r in routes]
-        if (routes is not None)
-        else None
-    )
-    return Decoded(tokens, logprobs, routing, ids.shape[1] + steps)
-
-
-@contextmanager
-def _nothing():
-    yield
+            logits, position = out.logits[:, -1], position + 1
+            classes = tap.read() if tap is not None else None
+    routing = None
+    if tap is not None:
+        layers = len(tap.routers)
+        routing = [torch.tensor(r, dtype=torch.int16).reshape(len(r), layers) for r in routes]
+    return Decoded(tokens, logprobs, routing, width + steps)

@@ -1,5 +1,5 @@
-"""Log-probs equal the naive full-logits computation, chunked or not, with or without shared prefixes; the memory
-budget bounds the LM-head output, only scored positions reach the head, and a shared prefix runs once."""
+"""Log-probs equal the naive full-logits computation, chunked or not, packed or not; the memory budget bounds the
+LM-head output, only scored positions reach the head, a shared context runs once, and length buckets pad less."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from posttrain.models import load_model
 from posttrain.models.router_balancing import find_routers
+from posttrain.rl import packing
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.logprobs import chunk_tokens, token_logprobs
 
@@ -112,109 +113,109 @@ def test_only_scored_positions_reach_the_lm_head(model_and_batch):
     assert torch.count_nonzero(got[:, :30]) == 0 and torch.count_nonzero(got[1]) == 0
 
 
-def grouped_batch(tokenizer, seed: int = 0) -> tuple[TrainBatch, torch.Tensor]:
-    """Three prompts (6, 9 and 4 tokens) x four completions of 2, 5, 8 and 11 tokens, and per-row temperatures."""
+def rl_batch(tokenizer, prompt_lengths, completion_lengths, seed: int = 0) -> TrainBatch:
+    """Row i: prompt i // len(completion_lengths) (of prompt_lengths[...] tokens) + a completion of
+    completion_lengths[i % len(completion_lengths)] tokens; random ids."""
     gen = torch.Generator().manual_seed(seed)
     prompts, completions = [], []
-    for length in (6, 9, 4):
+    for length in prompt_lengths:
         prompt = torch.randint(5, len(tokenizer), (length,), generator=gen).tolist()
-        for k in range(4):
+        for n in completion_lengths:
             prompts.append(prompt)
-            completions.append(torch.randint(5, len(tokenizer), (2 + 3 * k,), generator=gen).tolist())
-    batch = TrainBatch.from_lists(
-        prompts, completions, [[0.0] * len(c) for c in completions], [0.0] * 12, [0] * 12,
+            completions.append(torch.randint(5, len(tokenizer), (n,), generator=gen).tolist())
+    rows = len(prompts)
+    return TrainBatch.from_lists(
+        prompts, completions, [[0.0] * len(c) for c in completions], [0.0] * rows, [0] * rows,
         pad_token_id=tokenizer.pad_token_id, advantage=None,
     )  # fmt: skip
-    return batch, torch.rand(12, generator=gen) + 0.5
 
 
-def tokens_through_the_body(model) -> tuple[list[tuple[int, int]], object]:
+def body_shapes(model) -> tuple[list[tuple[int, int]], object]:
+    """[rows, tokens] of every forward of the model's body (read at its embeddings)."""
     shapes: list[tuple[int, int]] = []
     embed = model.get_input_embeddings()
     return shapes, embed.register_forward_hook(lambda m, i, out: shapes.append(tuple(out.shape[:2])))
 
 
-@pytest.mark.parametrize("preset", ["zaya-tiny", "llama-tiny"])
-def test_shared_prefixes_run_once_and_change_nothing(preset):
-    """Each prompt's context (all but its last token) runs once, its cache expanded to the four rows, which then
-    run their own tokens; values, entropies and gradients equal one padded pass's."""
-    model, tokenizer = load_model(preset, seed=1)
-    batch, temperatures = grouped_batch(tokenizer)
+def packed_and_plain(model, batch, *, temperature=1.0, routing=None, backward=False):
+    """{pack: (log-probs, entropies, parameter grads, body shapes)} for pack in (False, True)."""
     weights = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
     results = {}
-    for share in (False, True):
-        shapes, handle = tokens_through_the_body(model)
+    for pack in (False, True):
+        shapes, handle = body_shapes(model)
         try:
-            logps, entropy = token_logprobs(
-                model, batch.input_ids, batch.attention_mask, temperature=temperatures,
-                score_mask=batch.completion_mask, with_entropy=True, share_prefixes=share,
-            )  # fmt: skip
-            (logps * weights).sum().backward()
+            with torch.set_grad_enabled(backward):
+                logps, entropy = token_logprobs(
+                    model, batch.input_ids, batch.attention_mask, temperature=temperature,
+                    score_mask=batch.completion_mask, with_entropy=True, routing=routing, pack=pack,
+                )  # fmt: skip
+                if backward:
+                    (logps * weights).sum().backward()
         finally:
             handle.remove()
         grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
         model.zero_grad(set_to_none=True)
-        results[share] = (logps.detach(), entropy, grads, shapes)
-    plain, shared = results[False], results[True]
-    assert plain[3] == [(12, 20)]  # one pass over the padded batch (longest row: 9 + 11 tokens)
-    # contexts of 5, 8 and 3 tokens, left-padded to 8; then each row's last prompt token and all but its
-    # last completion token, right-padded to 1 + 10 = 11
-    assert shared[3] == [(3, 8), (12, 11)]
-    torch.testing.assert_close(shared[0], plain[0], atol=1e-6, rtol=0)
-    torch.testing.assert_close(shared[1], plain[1], atol=1e-6, rtol=0)
-    assert len(shared[2]) == len(plain[2])
-    for got, expected in zip(shared[2], plain[2], strict=True):
+        results[pack] = (logps.detach(), entropy, grads, shapes)
+    return results
+
+
+@pytest.mark.parametrize("preset", ["zaya-tiny", "llama-tiny"])
+def test_a_shared_context_runs_once_and_changes_nothing(preset, monkeypatch):
+    """Three prompts (30, 25, 20 tokens) x 8 completions of 1-4 tokens. Hand-worked costs with a forward at
+    100 tokens: one padded pass 24 x 33 + 100 = 892; shared contexts 3 x 29 + 24 x 4 + 2 x 100 = 383 (more
+    buckets only add forwards). So the contexts (29, 24, 19 tokens, left-padded to 29) run once and each row
+    runs its last prompt token and all but its last completion token (at most 4) on top; values, entropies
+    and gradients equal one padded pass's."""
+    monkeypatch.setattr(packing, "FORWARD_COST_TOKENS", 100)
+    model, tokenizer = load_model(preset, seed=1)
+    batch = rl_batch(tokenizer, [30, 25, 20], [1, 2, 3, 4] * 2)
+    temperatures = torch.rand(24, generator=torch.Generator().manual_seed(3)) + 0.5
+    results = packed_and_plain(model, batch, temperature=temperatures, backward=True)
+    plain, packed = results[False], results[True]
+    assert plain[3] == [(24, 34)] and packed[3] == [(3, 29), (24, 4)]
+    torch.testing.assert_close(packed[0], plain[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(packed[1], plain[1], atol=1e-6, rtol=0)
+    assert len(packed[2]) == len(plain[2])
+    for got, expected in zip(packed[2], plain[2], strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_rows_that_share_nothing_take_one_pass_trimmed_after_the_last_scored_token():
+def test_length_buckets_pad_each_bucket_to_its_own_longest_row(monkeypatch):
+    """16 distinct 5-token prompts, 8 completions of 2 tokens and 8 of 40. With a forward at 10 tokens: one
+    padded pass costs 16 x 44 + 10 = 714, two buckets 8 x 6 + 8 x 44 + 20 = 420, and sharing nothing (every
+    context differs) costs more in each bucket (8 x 4 + 8 x 2 + 20 = 68 > 58; 372 > 362)."""
+    monkeypatch.setattr(packing, "FORWARD_COST_TOKENS", 10)
     model, tokenizer = load_model("zaya-tiny", seed=1)
-    batch, _ = grouped_batch(tokenizer)
-    distinct = batch.select([0, 4, 8])  # one row per prompt: nothing to share
-    shapes, handle = tokens_through_the_body(model)
-    try:
-        with torch.no_grad():
-            got, _ = token_logprobs(
-                model, distinct.input_ids, distinct.attention_mask, score_mask=distinct.completion_mask,
-                share_prefixes=True,
-            )  # fmt: skip
-            plain, _ = token_logprobs(model, distinct.input_ids, distinct.attention_mask)
-    finally:
-        handle.remove()
-    assert shapes[0] == (3, 10)  # rows of 8, 11 and 6 tokens: the last token predicts nothing
-    mask = distinct.completion_mask > 0
-    torch.testing.assert_close(got[mask], plain[mask], atol=1e-6, rtol=0)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(5, len(tokenizer), (5,), generator=gen).tolist() for _ in range(16)]
+    completions = [torch.randint(5, len(tokenizer), (2 if i % 2 else 40,), generator=gen).tolist() for i in range(16)]
+    batch = TrainBatch.from_lists(
+        prompts, completions, [[0.0] * len(c) for c in completions], [0.0] * 16, [0] * 16,
+        pad_token_id=tokenizer.pad_token_id, advantage=None,
+    )  # fmt: skip
+    results = packed_and_plain(model, batch)
+    assert results[False][3] == [(16, 45)] and results[True][3] == [(8, 6), (8, 44)]
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(results[True][1], results[False][1], atol=1e-6, rtol=0)
 
 
-def test_shared_prefixes_replay_routing_and_split_where_it_differs():
-    """Replayed routing reaches both the shared context and the rows on top; contexts whose recorded routing
-    differs are not shared."""
+def test_packing_replays_routing_and_shares_only_contexts_routed_alike(monkeypatch):
+    """Replayed routing reaches the shared contexts and the rows on top; a row whose recorded context routing
+    differs from its group's gets a context forward of its own."""
+    monkeypatch.setattr(packing, "FORWARD_COST_TOKENS", 100)
     model, tokenizer = load_model("zaya-tiny", seed=1)
     for router in find_routers(model):  # token-dependent routing, with some skips
         router.router_mlp.out_proj.weight.data *= 300
         router.balancing_biases[-1] = 0.05
-    batch, _ = grouped_batch(tokenizer)
-    layers = len(find_routers(model))
-    routing = torch.randint(
-        0, model.config.num_experts + 1, (*batch.input_ids.shape, layers), generator=torch.Generator().manual_seed(2)
-    )
-    for row in range(12):  # each prompt's rows agree on its context's routing ...
-        routing[row, :9] = routing[row - row % 4, :9]
-    routing[5, 2] = (routing[5, 2] + 1) % (model.config.num_experts + 1)  # ... except row 5 (second prompt)
-    shapes, handle = tokens_through_the_body(model)
-    try:
-        with torch.no_grad():
-            got, _ = token_logprobs(
-                model, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask,
-                routing=routing, share_prefixes=True,
-            )  # fmt: skip
-            plain, _ = token_logprobs(
-                model, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask, routing=routing
-            )
-            live, _ = token_logprobs(model, batch.input_ids, batch.attention_mask, score_mask=batch.completion_mask)
-    finally:
-        handle.remove()
-    assert shapes[:2] == [(4, 8), (12, 11)]  # row 5 has a context of its own
+    batch = rl_batch(tokenizer, [30, 25, 20], [1, 2, 3, 4] * 2)
+    classes, layers = model.config.num_experts + 1, len(find_routers(model))
+    routing = torch.randint(0, classes, (24, 34, layers), generator=torch.Generator().manual_seed(2))
+    for row in range(24):  # each prompt's rows agree on its context's routing ...
+        routing[row, :29] = routing[row - row % 8, :29]
+    routing[9, 2] = (routing[9, 2] + 1) % classes  # ... except row 9 (second prompt)
+    results = packed_and_plain(model, batch, routing=routing)
+    live = packed_and_plain(model, batch)
+    assert results[True][3] == [(4, 29), (24, 4)]
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-6, rtol=0)
     mask = batch.completion_mask > 0
-    torch.testing.assert_close(got[mask], plain[mask], atol=1e-6, rtol=0)
-    assert not torch.allclose(got[mask], live[mask], atol=1e-3)  # the replayed routing mattered
+    assert not torch.allclose(results[True][0][mask], live[True][0][mask], atol=1e-3)  # the replay mattered
