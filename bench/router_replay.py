@@ -2,11 +2,15 @@
 replaying the rollout's ZAYA routing, when the learner is k updates ahead of the weights that drew the samples.
 
     .venv/bin/python bench/router_replay.py --model runs/sft/final [--staleness 0 1 2 --lr 1e-4 --repeats 3]
+                                            [--router-scale 300]
 
 Per repeat: an in-process fleet (the `hf` engine, which records routing while it decodes) draws a batch with
 the starting weights (policy version 0); the learner (the rlve stage's settings, or `--lr` on every parameter)
 then trains on fresh batches, and after each of its updates the stale batch is scored by the learner twice,
-with `rl.router_replay` on and off. Reported per staleness k, over every completion token of every repeat:
+with `rl.router_replay` on and off. `--router-scale s` multiplies every router's output projection by s first
+(fleet and learner alike): routing that depends more sharply on the token, so that updates flip it more
+often (zaya-tiny's own routing barely moves). Reported per staleness k, over every completion token of every
+repeat:
 
 * mean |Δ|: mean |log π_learner − log μ_behaviour|;
 * kl_behaviour: the learner's own metric, k3(μ, π) averaged over completion tokens;
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace, repeat: int, pool, results: dict) -> None:
     from posttrain.config import compose, to_object
     from posttrain.envs import make_curriculum
     from posttrain.models import load_model
+    from posttrain.models.router_balancing import find_routers
     from posttrain.rl.learner import Learner
     from posttrain.rl.loop import RLLoop, RLParts
     from posttrain.rl.scoring import EnvScorer
@@ -84,7 +89,10 @@ def run(args: argparse.Namespace, repeat: int, pool, results: dict) -> None:
 
     cfg = to_object(compose("rlve", [*overrides(args), f"seed={repeat}"]))
     model, _ = load_model(args.model, seed=cfg.seed)
+    for router in find_routers(model):
+        router.router_mlp.out_proj.weight.data *= args.router_scale
     fleet = LocalFleet(args.model, cfg.rollout, seed=cfg.seed, device="cpu")
+    fleet.sync_weights(model.state_dict(), 0)
     learner = Learner(copy.deepcopy(model), cfg.rl, total_steps=max(args.staleness) + 1, device="cpu", seed=repeat)
     source = CurriculumSource(make_curriculum(cfg.curriculum, [ENV], seed=cfg.seed), pool)
     collector = build_collector(cfg, fleet, EnvScorer(pool), None)
@@ -110,6 +118,7 @@ def main() -> None:
     parser.add_argument("--staleness", type=int, nargs="+", default=[0, 1, 2], help="updates the learner is ahead")
     parser.add_argument("--lr", type=float, default=None, help="AdamW lr on every parameter (default: rlve's groups)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--router-scale", type=float, default=1.0, help="multiply the routers' output projections")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--group", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=12)
@@ -131,7 +140,8 @@ def main() -> None:
     lr = f"{args.lr:g} on every parameter" if args.lr is not None else "the rlve stage's (1e-5, final norm 5e-2)"
     print(
         f"model={args.model} prompts={args.prompts} group={args.group} new_tokens={args.new_tokens} "
-        f"repeats={args.repeats} lr={lr} optimizer={cfg.rl.optimizer} loss={cfg.rl.loss} "
+        f"repeats={args.repeats} router_scale={args.router_scale:g} lr={lr} optimizer={cfg.rl.optimizer} "
+        f"loss={cfg.rl.loss} "
         f"load_avg={'/'.join(f'{x:.1f}' for x in os.getloadavg())} python={platform.python_version()} "
         f"torch={torch.__version__}"
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,7 +31,7 @@ def routed_classes(router: nn.Module, router_logits: torch.Tensor) -> torch.Tens
 
 
 def batch_routing(
-    prompt_lengths: Sequence[int], routings: Sequence[torch.Tensor | None], width: int
+    prompt_lengths: Sequence[int], routings: Sequence[np.ndarray | None], width: int
 ) -> torch.Tensor | None:
     """[B, width, layers] routing of right-padded prompt + completion rows from per-completion recordings.
 
@@ -43,7 +44,7 @@ def batch_routing(
     out = torch.full((len(routings), width, layers), -1, dtype=torch.long)
     for row, (prompt, routing) in enumerate(zip(prompt_lengths, routings, strict=True)):
         if routing is not None and len(routing):
-            out[row, prompt - 1 : prompt - 1 + len(routing)] = routing.long()
+            out[row, prompt - 1 : prompt - 1 + len(routing)] = torch.from_numpy(routing.astype(np.int64))
     return out
 
 

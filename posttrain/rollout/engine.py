@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -191,7 +192,7 @@ class HFEngine(Engine):
         return stopped
 
     def _completion(
-        self, ids: list[int], logprobs: list[float], params: SamplingParams, routing: torch.Tensor | None = None
+        self, ids: list[int], logprobs: list[float], params: SamplingParams, routing: np.ndarray | None = None
     ) -> Completion:
         """Cut a drawn row at its first EOS (kept) or stop string (kept)."""
         end, reason = len(ids), "length"

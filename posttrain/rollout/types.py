@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
 Messages = list[dict[str, str]]
 FINISH_REASONS = ("eos", "stop", "length")
@@ -54,7 +54,7 @@ class Completion:
     text: str
     logprobs: list[float]
     finish_reason: str  # eos | stop | length
-    routing: torch.Tensor | None = None  # [len(token_ids), layers] int16
+    routing: np.ndarray | None = None  # [len(token_ids), layers] int16
 
 
 @dataclass
@@ -71,7 +71,7 @@ class Rollout:
     policy_version: int
     worker_id: str
     params: SamplingParams = field(default_factory=SamplingParams)
-    routing: torch.Tensor | None = None  # [len(completion_ids), layers]: see Completion.routing
+    routing: np.ndarray | None = None  # [len(completion_ids), layers]: see Completion.routing
 
 
 @dataclass

@@ -107,7 +107,8 @@ def test_stale_rollouts_are_replayed_exactly_and_route_otherwise_without_replay(
     recorded = batch.routing[:, :, 0] >= 0
     for row, sample in enumerate(stale):
         prompt, completion = len(sample.rollout.prompt_ids), len(sample.rollout.completion_ids)
-        assert torch.equal(batch.routing[row, prompt - 1 : prompt - 1 + completion], sample.rollout.routing.long())
+        recording = torch.from_numpy(sample.rollout.routing).long()
+        assert torch.equal(batch.routing[row, prompt - 1 : prompt - 1 + completion], recording)
         assert int(recorded[row].sum()) == completion
     wanted = {(row, pos): batch.routing[row, pos].tolist() for row, pos in recorded.nonzero().tolist()}
 
