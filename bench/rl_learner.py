@@ -1,10 +1,11 @@
 """Learner benchmarks: the log-prob pass at several chunk sizes, and one learner step on tiny models.
 
-    .venv/bin/python bench/rl_learner.py logprobs [--vocab 32768 --batch 4 --length 1024 --chunks 64 256 0]
+    .venv/bin/python bench/rl_learner.py logprobs [--vocab 32768 --batch 4 --length 1024 --chunks 256 1024 0]
     .venv/bin/python bench/rl_learner.py step [--preset zaya-tiny --batch 32 --prompt 32 --completion 96]
 
 `logprobs` builds a llama-tiny with a large vocabulary (ZAYA1's is 262k) and runs forward + backward of the
-completion log-probs, chunked (chunk > 0) and naive (chunk 0 = full [B, L, V] logits). It reports the median
+completion log-probs, chunked (chunk > 0 tokens per LM-head chunk, each checkpointed) and naive (chunk 0 = full
+[B, L, V] logits). It reports the median
 wall time and the peak bytes of any single LM-head output, measured by a forward hook.
 `step` times `Learner.step` (forward for old log-probs, then the updates) and reports trained tokens/s.
 Each median is over `--runs` runs after one warm-up; one torch thread, like a 1-CPU learner.
@@ -100,7 +101,7 @@ def main() -> None:
     lp.add_argument("--vocab", type=int, default=32768)
     lp.add_argument("--batch", type=int, default=4)
     lp.add_argument("--length", type=int, default=1024)
-    lp.add_argument("--chunks", type=int, nargs="+", default=[64, 256, 0])
+    lp.add_argument("--chunks", type=int, nargs="+", default=[256, 1024, 0])
     lp.add_argument("--runs", type=int, default=3)
     st = sub.add_parser("step")
     st.add_argument("--preset", default="zaya-tiny")

@@ -1,7 +1,12 @@
 """RL step wall time: posttrain's RLLoop against TRL's GRPOTrainer, and our async loop against our sync loop.
 
-    .venv/bin/python bench/rl_step.py [--model DIR|zaya-tiny] [--steps 8 --warmup 2 --runs 3]
+    .venv/bin/python bench/rl_step.py [--model DIR|zaya-tiny] [--steps 8 --warmup 2 --runs 5]
                                       [--prompts 16 --group 8 --new-tokens 12 --difficulty 0]
+
+    # today's setting: an SFT'd zaya-tiny, 16 prompts x 8, 12 new tokens (completions of ~4-12 tokens)
+    .venv/bin/python bench/rl_step.py --model runs/sft/final
+    # generation-heavy: untrained zaya-tiny (EOS comes at random), 128 new tokens: completions average ~70
+    .venv/bin/python bench/rl_step.py --model zaya-tiny --new-tokens 128 --steps 5 --warmup 1
 
 Every run builds, in this one process and from the same starting checkpoint, four trainers that are then
 timed one after the other (so machine load hits all of them alike, run by run):
@@ -11,7 +16,8 @@ timed one after the other (so machine load hits all of them alike, run by run):
 * `ours sync`: `posttrain.rl.loop.RLLoop` with one Ray rollout worker, the env process pool,
   `rl.max_staleness=0`, `rl.old_logprobs=behaviour`;
 * `ours async`: the same with `rl.max_staleness=1` (generation of step t+1 overlaps learning of step t);
-* `ours sync, recompute anchors`: our default anchor, one extra no-grad forward per step.
+* `ours sync, recompute anchors`: `rl.old_logprobs=recompute`; with one optimizer step per batch the training
+  forward's own detached log-probs are the anchors (as in TRL), so it runs no extra pass either.
 
 Both sides use the same problems (env `add` at one fixed difficulty), group size, `max_new_tokens`,
 temperature 1.0, top-k/top-p off, AdamW at lr 1e-4, clip 0.2/0.28, no KL, grad-norm clip 1.0, and the
@@ -23,8 +29,10 @@ weights), so the like-for-like ratio is `ours sync` / `trl`.
 
 A step's time is the wall time between consecutive step ends (generation, scoring, learning, weight sync,
 logging: everything). The first `--warmup` steps of each run are dropped, and so is the last (async
-prefetches nothing for it). One torch thread everywhere (OMP_NUM_THREADS=1 here; a rollout worker gets
-int(rollout.cpus_per_worker) = 1 thread).
+prefetches nothing for it). The split: ours from the loop's own timers; TRL's from timers wrapped around its
+model's `generate`, its reward call and its training step. One torch thread everywhere (OMP_NUM_THREADS=1
+here; a rollout worker gets int(rollout.cpus_per_worker) = 1 thread). The machine's load average is printed
+at the start and the end: on a shared machine it moves, so compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -75,27 +83,38 @@ def verify_reward(completions: list, problem: list[str], **_: object) -> list[fl
 
 
 # --- TRL ---------------------------------------------------------------------------------------------
+TRL_TIMED = {"time/generate": ("model", "generate"), "time/verify": ("trainer", "_calculate_rewards"),
+             "prepare": ("trainer", "_prepare_inputs"), "train_step": ("trainer", "training_step")}  # fmt: skip
+
+
 class TRLClock(TrainerCallback):
-    """Step ends and logs of a GRPOTrainer, and the time spent in its generation call."""
+    """Step ends and logs of a GRPOTrainer, and where each step's time went: its generation call, its reward
+    call, and its training step less the input preparation (generation, scoring, batching) inside it."""
 
     def __init__(self, trainer) -> None:
         self.steps: list[dict] = []
         self.logs: list[dict] = []
-        self.generating = 0.0
-        generate = trainer.model.generate  # TRL without vLLM calls the (unwrapped, here the same) model's generate
+        self.spent = dict.fromkeys(TRL_TIMED, 0.0)
+        owners = {"model": trainer.model, "trainer": trainer}  # TRL without vLLM calls the model's own generate
+        for key, (owner, name) in TRL_TIMED.items():
+            setattr(owners[owner], name, self._timed(key, getattr(owners[owner], name)))  # this instance only
 
+    def _timed(self, key: str, call):
         def timed(*args, **kwargs):
             start = time.perf_counter()
             try:
-                return generate(*args, **kwargs)
+                return call(*args, **kwargs)
             finally:
-                self.generating += time.perf_counter() - start
+                self.spent[key] += time.perf_counter() - start
 
-        trainer.model.generate = timed  # instance attribute: only this model is timed
+        return timed
 
     def on_step_end(self, *_args, **_kwargs) -> None:
-        self.steps.append({"end": time.perf_counter(), "time/generate": self.generating})
-        self.generating = 0.0
+        spent = self.spent
+        learn = spent["train_step"] - spent["prepare"]  # forward, loss and backward; the optimizer step is "rest"
+        self.steps.append({"end": time.perf_counter(), "time/generate": spent["time/generate"],
+                           "time/verify": spent["time/verify"], "time/learn": learn})  # fmt: skip
+        self.spent = dict.fromkeys(TRL_TIMED, 0.0)
 
     def on_log(self, *_args, logs: dict | None = None, **_kwargs) -> None:
         self.logs.append(dict(logs or {}))
@@ -209,16 +228,20 @@ def run_ours(args: argparse.Namespace, staleness: int, anchors: str, run_dir: Pa
     from posttrain.models import load_model
     from posttrain.rl.learner import Learner
     from posttrain.rl.loop import RLLoop, RLParts
+    from posttrain.rl.scoring import EnvScorer
+    from posttrain.rl.sources import CurriculumSource
+    from posttrain.rl.stage import build_collector
     from posttrain.run_context import RunContext
 
     cfg = to_object(compose("rlve", ours_overrides(args, staleness, anchors, run_dir)))
     model, tokenizer = load_model(args.model, seed=cfg.seed)
     fleet.sync_weights(model.state_dict(), 0)  # one fleet serves every run: reset it to the start weights
     learner = Learner(model, cfg.rl, total_steps=cfg.trainer.max_steps, device="cpu", seed=cfg.seed)
-    curriculum = make_curriculum(cfg.curriculum, [ENV], seed=cfg.seed)
+    source = CurriculumSource(make_curriculum(cfg.curriculum, [ENV], seed=cfg.seed), pool)
+    collector = build_collector(cfg, fleet, EnvScorer(pool), None)
     metrics = MetricsLogger(run_dir / "metrics.jsonl")
     ctx = RunContext(cfg, run_dir, CheckpointManager(run_dir / "checkpoints", keep=1), None, False, metrics)
-    loop = RLLoop(ctx, RLParts(fleet, learner, pool, curriculum, tokenizer))
+    loop = RLLoop(ctx, RLParts(fleet, learner, source, collector, tokenizer))
     steps: list[dict] = []
     start = time.perf_counter()
     loop.run(on_step=lambda step, m: steps.append({"end": time.perf_counter(), **m}))
@@ -239,6 +262,10 @@ def _intervals(start: float, steps: list[dict], samples: int | None) -> list[dic
     return out
 
 
+def _load(averages: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in averages)
+
+
 def median(records: list[dict], key: str) -> float:
     values = [r[key] for r in records if key in r]
     return statistics.median(values) if values else float("nan")
@@ -250,7 +277,8 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         f"new_tokens={args.new_tokens} steps={args.steps} (first {args.warmup} of each run dropped) runs={args.runs} "
         f"torch_threads={torch.get_num_threads()} "
         f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} cpus={os.cpu_count()} "
-        f"load_avg_1min={os.getloadavg()[0]:.1f} python={platform.python_version()} torch={torch.__version__}"
+        f"load_avg(1/5/15 min)={_load(args.load_at_start)} at start, {_load(os.getloadavg())} at end "
+        f"python={platform.python_version()} torch={torch.__version__}"
     )
     base = median(results["trl"], "wall")
     print("| trainer | step s (median) | min..max | samples/s | ratio to TRL | reward | completion tokens |")
@@ -283,7 +311,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> None:
         f"\nasync/sync throughput: {median(sync, 'wall') / median(lag, 'wall'):.2f}x measured, "
         f"{bound:.2f}x if generation and learning had a core each; stale samples dropped: {dropped:g}"
     )
-    print("TRL: only generation is timed (its model's generate); scoring and learning are in 'rest'.")
+    print("TRL: 'learn' is its training step less the input preparation; its optimizer step is in 'rest'.")
 
 
 def main() -> None:
@@ -301,6 +329,7 @@ def main() -> None:
     if args.steps < args.warmup + 2:
         parser.error("--steps must be at least --warmup + 2 (the last step of each run is dropped too)")
     torch.set_num_threads(1)
+    args.load_at_start = os.getloadavg()
 
     from posttrain.config import compose, to_object
     from posttrain.console import quiet_library_progress_bars

@@ -1,12 +1,14 @@
 """Rollout benchmarks: fleet throughput against plain transformers, and Markovian vs full-chain RSA memory.
 
-    .venv/bin/python bench/rollout.py throughput [--runs 5 --batch 16 --new-tokens 64]
+    .venv/bin/python bench/rollout.py throughput [--runs 5 --batch 16 --new-tokens 32 --group 1]
     .venv/bin/python bench/rollout.py rsa-memory [--T 1 2 4 8]
 
 `throughput` times the same batch (same model, prompts and lengths) three ways, interleaved run by run so
 that machine load hits all of them alike: `model.generate` in this process, the fleet with one worker and
 the fleet with two. It reports generated tokens/s (EOS-cut, the tokens a learner would train on) as the
-median of the runs, and each as a ratio to in-process generate.
+median of the runs, and each as a ratio to in-process generate. `--group G` asks each of batch / G prompts G
+times, as an RL group does (the fleet's engine then prefills each prompt once). The machine's load average
+is printed at the start and the end.
 
 `rsa-memory` runs Markovian RSA and full-chain RSA for each T in a fresh process (so peak RSS is that run's
 own) and reports the longest sequence the engine held and the peak RSS.
@@ -26,10 +28,12 @@ import time
 import torch
 
 
-def prompts(tokenizer, count: int) -> list[list[int]]:
+def prompts(tokenizer, count: int, group: int = 1) -> list[list[int]]:
+    """`count` chat prompts: count / group distinct ones, each repeated `group` times in a row."""
     from posttrain.rollout.chat import encode_messages
 
-    return [encode_messages(tokenizer, [{"role": "user", "content": f"What is {i}+{2 * i}?"}]) for i in range(count)]
+    messages = [[{"role": "user", "content": f"What is {i // group}+{2 * (i // group)}?"}] for i in range(count)]
+    return [encode_messages(tokenizer, m) for m in messages]
 
 
 def in_process(model, tokenizer, batch: list[list[int]], new_tokens: int) -> int:
@@ -63,7 +67,8 @@ def throughput(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)  # a worker gets int(rollout.cpus_per_worker) = 1 thread
     model, tokenizer = load_model("zaya-tiny", seed=0)
     model.eval()
-    batch = prompts(tokenizer, args.batch)
+    load_at_start = os.getloadavg()
+    batch = prompts(tokenizer, args.batch, args.group)
     params = SamplingParams(max_new_tokens=args.new_tokens)
     requests = [Request(id=str(i), prompt_ids=tuple(p), params=params) for i, p in enumerate(batch)]
     init_ray(RayConfig(num_cpus=3))  # logical: both fleets (3 workers) stay up, only one generates at a time
@@ -86,14 +91,20 @@ def throughput(args: argparse.Namespace) -> None:
         fleet.shutdown()
     base = statistics.median(rates["in-process generate"])
     print(
-        f"batch={args.batch} new_tokens={args.new_tokens} runs={args.runs} torch_threads={torch.get_num_threads()} "
-        f"cpus={os.cpu_count()} python={platform.python_version()} torch={torch.__version__}"
+        f"batch={args.batch} group={args.group} new_tokens={args.new_tokens} runs={args.runs} "
+        f"torch_threads={torch.get_num_threads()} cpus={os.cpu_count()} "
+        f"load_avg(1/5/15 min)={_load(load_at_start)} at start, {_load(os.getloadavg())} at end "
+        f"python={platform.python_version()} torch={torch.__version__}"
     )
     print("| setup | tokens/s (median) | min..max | ratio to in-process |")
     print("|---|---:|---:|---:|")
     for name, values in rates.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.0f} | {min(values):.0f}..{max(values):.0f} | {median / base:.2f} |")
+
+
+def _load(averages: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in averages)
 
 
 def rsa_child(T: int, full_chain: bool, args: argparse.Namespace) -> dict:
@@ -107,7 +118,8 @@ def rsa_child(T: int, full_chain: bool, args: argparse.Namespace) -> dict:
         "T, full, N, C, beta, tau = json.loads(sys.argv[1])\n"
         "worker = RolloutWorker('bench', 'zaya-tiny', device='cpu')\n"
         "cfg = RSAConfig(N=N, C=C, T=T, beta=beta, tau=tau, full_chain=full)\n"
-        "run_markovian_rsa(['What is 12+34?'], worker.generate, worker.engine.tokenizer, cfg, SamplingParams(seed=0))\n"
+        "tokenizer = worker.engine.tokenizer\n"
+        "run_markovian_rsa(['What is 12+34?'], worker.generate, tokenizer, cfg, SamplingParams(), seed=0)\n"
         "print(json.dumps({'context': worker.engine.max_context_seen,"
         " 'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
     )
@@ -138,6 +150,7 @@ def main() -> None:
     speed.add_argument("--runs", type=int, default=5)
     speed.add_argument("--batch", type=int, default=16)
     speed.add_argument("--new-tokens", type=int, default=32)
+    speed.add_argument("--group", type=int, default=1, help="samples per distinct prompt (must divide --batch)")
     speed.add_argument("--threads", type=int, default=1, help="torch threads of the in-process baseline")
     memory = sub.add_parser("rsa-memory")
     memory.add_argument("--T", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -148,6 +161,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.bench == "throughput":
+        if args.group < 1 or args.batch % args.group:
+            parser.error("--group must be >= 1 and divide --batch")
         throughput(args)
     else:
         rsa_memory(args)

@@ -81,7 +81,7 @@ class RLConfig:
     # and follow the schedule. Example: [{match: '^model\.norm\.weight$', lr: 5.0e-2}]
     param_groups: list[ParamGroup] = field(default_factory=list)
     # model-side (each sample is scored at the temperature it was drawn with)
-    logprob_chunk_size: int = 256  # sequence positions per LM-head chunk
+    logits_budget_mb: float = 256.0  # most fp32 LM-head logits alive at once; above it the head runs in chunks
     router_balancing: bool = True  # ZAYA only: update the routers' balancing biases after each optimizer step
     router_balancing_lr: float = 1e-3
     router_replay: bool = True  # MoE only: reuse the rollout's routing when the batch carries it
@@ -128,7 +128,7 @@ class RLConfig:
             not (self.loss == "dppo" and self.old_logprobs == "recompute"),
             "rl.loss=dppo measures its trust region against the rollout policy; use rl.old_logprobs=behaviour",
         )
-        require(self.logprob_chunk_size >= 1, "rl.logprob_chunk_size must be >= 1")
+        require(self.logits_budget_mb > 0, "rl.logits_budget_mb must be > 0")
         require(self.router_balancing_lr >= 0, "rl.router_balancing_lr must be >= 0")
         require(self.max_staleness >= 0, "rl.max_staleness must be >= 0")
         require(self.prompts_per_step >= 1, "rl.prompts_per_step must be >= 1")

@@ -37,7 +37,6 @@ from posttrain.rl.config import RLConfig
 from posttrain.rl.logprobs import token_logprobs
 from posttrain.rl.losses import LossParams, compute_policy_loss, kl_estimate, kl_penalized_rewards, masked_mean
 from posttrain.rl.optim import build_optimizers, build_schedulers, states_fit
-from posttrain.rl.router_replay import replay_routing
 
 
 class Learner:
@@ -81,19 +80,21 @@ class Learner:
         self.step_count = 0
         self._single_update = cfg.ppo_epochs == 1 and cfg.minibatches == 1
 
-    def _logprobs(self, model: PreTrainedModel, batch: TrainBatch, *, entropy: bool = False):
+    def _logprobs(self, model: PreTrainedModel, batch: TrainBatch, *, entropy: bool = False, counted: bool = False):
+        """`counted`: router balancing counts this forward's tokens, so it runs as one plain [B, L] pass."""
         replay = self.cfg.router_replay and batch.routing is not None and bool(find_routers(model))
-        with replay_routing(model, batch.routing) if replay else nullcontext():
-            return token_logprobs(
-                model,
-                batch.input_ids,
-                batch.attention_mask,
-                temperature=batch.scoring_temperatures(),
-                chunk_size=self.cfg.logprob_chunk_size,
-                score_mask=batch.completion_mask,
-                with_entropy=entropy,
-                kernels=self.kernels,
-            )
+        return token_logprobs(
+            model,
+            batch.input_ids,
+            batch.attention_mask,
+            temperature=batch.scoring_temperatures(),
+            score_mask=batch.completion_mask,
+            with_entropy=entropy,
+            kernels=self.kernels,
+            logits_budget_mb=self.cfg.logits_budget_mb,
+            routing=batch.routing if replay else None,
+            pack=not counted,
+        )
 
     @torch.no_grad()
     def _reference_logprobs(self, batch: TrainBatch) -> torch.Tensor:
@@ -140,7 +141,7 @@ class Learner:
         return batch
 
     def _micro_loss(self, micro: TrainBatch, num_seqs: int, num_tokens: float, norm_length: int):
-        logps, entropy = self._logprobs(self.model, micro, entropy=True)
+        logps, entropy = self._logprobs(self.model, micro, entropy=True, counted=self.balancer is not None)
         return compute_policy_loss(
             self.cfg.loss,
             logps,

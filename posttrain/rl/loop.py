@@ -33,6 +33,7 @@ from posttrain.rl.batch import TrainBatch
 from posttrain.rl.collect import Collector, Sample, sample_metrics
 from posttrain.rl.filters import informative_groups, overlong_mask
 from posttrain.rl.learner import Learner
+from posttrain.rl.router_replay import batch_routing
 from posttrain.rl.sources import ProblemSource
 from posttrain.rollout.backend import Fleet
 from posttrain.run_context import RunContext
@@ -147,6 +148,9 @@ class RLLoop:
         )
         if self.cfg.rl.overlong_filter:
             batch.completion_mask = overlong_mask(batch.completion_mask, [s.truncated for s in samples])
+        if self.cfg.rl.router_replay:
+            prompts = [len(s.rollout.prompt_ids) for s in samples]
+            batch.routing = batch_routing(prompts, [s.rollout.routing for s in samples], batch.input_ids.shape[1])
         return batch
 
     # --- the loop ------------------------------------------------------------------------------

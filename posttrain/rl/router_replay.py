@@ -8,15 +8,16 @@ softmax(logits)[class] of the *current* router, so gradients reach the router ex
 forward. Both work through forward hooks on transformers' ZayaRouter; the model code is untouched.
 
 Layout: routing is [B, L, num_layers] long, aligned with input_ids; −1 marks positions to route live.
-Capturing routing inside an engine's incremental decoding (one token per forward, left-padded batches)
-and mapping it to this layout is the engine's job.
+The `hf` engine records, for every sampled token, the classes of the forward that produced it (the
+position of the token before it); `batch_routing` lays a batch of those recordings out this way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,24 @@ def routed_classes(router: nn.Module, router_logits: torch.Tensor) -> torch.Tens
     """The classes a router picked, [tokens, top_k], recomputed exactly as ZAYA does from its logits."""
     probs = torch.softmax(router_logits.detach(), dim=-1).to(torch.float32)
     return torch.topk(probs + router.balancing_biases, router.top_k, dim=-1).indices
+
+
+def batch_routing(
+    prompt_lengths: Sequence[int], routings: Sequence[np.ndarray | None], width: int
+) -> torch.Tensor | None:
+    """[B, width, layers] routing of right-padded prompt + completion rows from per-completion recordings.
+
+    Recording i ([completion tokens, layers]) lands on positions P_i − 1 ... P_i + n_i − 2, the inputs whose
+    forwards produced the completion's tokens; everything else is −1. None when nothing was recorded."""
+    recorded = [r for r in routings if r is not None]
+    if not recorded:
+        return None
+    layers = recorded[0].shape[1]
+    out = torch.full((len(routings), width, layers), -1, dtype=torch.long)
+    for row, (prompt, routing) in enumerate(zip(prompt_lengths, routings, strict=True)):
+        if routing is not None and len(routing):
+            out[row, prompt - 1 : prompt - 1 + len(routing)] = torch.from_numpy(routing.astype(np.int64))
+    return out
 
 
 def _top1_routers(model: nn.Module) -> list[nn.Module]:

@@ -15,10 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from posttrain.devices import resolve_device
+from posttrain.models.router_balancing import find_routers
+from posttrain.rollout.decoding import decode
 from posttrain.rollout.sampling import SeededSampler, fill_seeds
 from posttrain.rollout.types import Completion, SamplingParams, TokenScores
 
@@ -129,7 +132,10 @@ def _stop_index(tokenizer: PreTrainedTokenizerBase, ids: list[int], stops: Seque
 
 @register_engine("hf")
 class HFEngine(Engine):
-    """transformers `generate`, batched and left-padded; CPU or GPU."""
+    """Incremental decoding over a transformers model's cache (`posttrain.rollout.decoding`); CPU or GPU.
+
+    With a ZAYA model (routers with balancing biases) every completion carries its routing, for router replay.
+    """
 
     def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, device: str = "auto") -> None:
         super().__init__()
@@ -140,6 +146,7 @@ class HFEngine(Engine):
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         self.eos_ids = sorted({*eos, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.records_routing = bool(find_routers(self.model))
 
     @classmethod
     def load(cls, model_path: str, *, seed: int, dtype: str, device: str) -> HFEngine:
@@ -155,17 +162,7 @@ class HFEngine(Engine):
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state, strict=True)
 
-    def _generation_config(self, params: SamplingParams, max_new_tokens: int) -> GenerationConfig:
-        # Greedy search over the SeededSampler's output: the sampler has already made the draw.
-        return GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.pad_id,
-            eos_token_id=self.eos_ids,
-            stop_strings=list(params.stop) or None,
-        )
-
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int | None] | None = None
     ) -> list[Completion]:
@@ -176,31 +173,44 @@ class HFEngine(Engine):
         if min(lengths) == 0:
             raise ValueError("empty prompt: a prompt needs at least one token")
         self.check_prompt_lengths(lengths)
-        width = max(lengths)
         limit = self.context_limit
-        max_new = params.max_new_tokens if limit is None else min(params.max_new_tokens, limit - width)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-            attention[row, width - len(prompt) :] = 1
-        sampler = SeededSampler(params, seeds, max_new, self.device)
-        output = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention.to(self.device),
-            generation_config=self._generation_config(params, max_new),
-            logits_processor=LogitsProcessorList([sampler]),
-            tokenizer=self.tokenizer if params.stop else None,
+        max_new = params.max_new_tokens if limit is None else min(params.max_new_tokens, limit - max(lengths))
+        decoded = decode(
+            self.model,
+            prompts,
+            SeededSampler(params, seeds, max_new, self.device),
+            max_new_tokens=max_new,
+            eos_ids=self.eos_ids,
+            pad_id=self.pad_id,
+            stop=self._stop_check(params.stop),
+            record_routing=self.records_routing,
         )
-        new_tokens = output[:, width:].cpu()
-        logprobs = sampler.logprobs()
-        self.max_context_seen = max(self.max_context_seen, width + new_tokens.shape[1])
+        self.max_context_seen = max(self.max_context_seen, decoded.longest)
+        routing = decoded.routing or [None] * len(prompts)
         return [
-            self._completion(row.tolist(), lp.tolist(), params) for row, lp in zip(new_tokens, logprobs, strict=True)
+            self._completion(ids, logprobs, params, routes)
+            for ids, logprobs, routes in zip(decoded.tokens, decoded.logprobs, routing, strict=True)
         ]
 
-    def _completion(self, ids: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
-        """Cut a generated row at its first EOS (kept) or stop string (kept); later tokens are padding."""
+    def _stop_check(self, stops: Sequence[str]) -> Callable[[list[int]], bool] | None:
+        """Whether a row's text now contains a stop string: its last few tokens are decoded each step, and a hit
+        is confirmed on the whole row (a missed hit only costs extra tokens: `_completion` cuts exactly)."""
+        if not stops:
+            return None
+        window = max(len(stop) for stop in stops) + 4  # a token decodes to at least one character
+
+        def stopped(ids: list[int]) -> bool:
+            tail = self.tokenizer.decode(ids[-window:], skip_special_tokens=True)
+            if not any(stop in tail for stop in stops):
+                return False
+            return any(stop in self.tokenizer.decode(ids, skip_special_tokens=True) for stop in stops)
+
+        return stopped
+
+    def _completion(
+        self, ids: list[int], logprobs: list[float], params: SamplingParams, routing: np.ndarray | None = None
+    ) -> Completion:
+        """Cut a drawn row at its first EOS (kept) or stop string (kept)."""
         end, reason = len(ids), "length"
         for index, token in enumerate(ids):
             if token in self.eos_ids:
@@ -211,7 +221,8 @@ class HFEngine(Engine):
             end, reason = stop_end, "stop"
         kept = ids[:end]
         text = self.tokenizer.decode(kept, skip_special_tokens=True)
-        return Completion(token_ids=kept, text=text, logprobs=logprobs[:end], finish_reason=reason)
+        routes = routing[:end] if routing is not None else None
+        return Completion(token_ids=kept, text=text, logprobs=logprobs[:end], finish_reason=reason, routing=routes)
 
     @torch.no_grad()
     def score(

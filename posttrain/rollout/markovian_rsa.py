@@ -68,12 +68,15 @@ class RSATree:
         return next(iter(self.votes), None)
 
     def to_dict(self, *, tokens: bool = False) -> dict[str, Any]:
-        """JSON-ready tree; `tokens` adds prompt/completion ids and log-probs (training data)."""
+        """JSON-ready tree; `tokens` adds prompt/completion ids, log-probs and MoE routing (training data)."""
 
         def node(c: Candidate) -> dict[str, Any]:
             record = {"chain": c.chain, "parents": c.parents, "answer": c.answer, "carried": c.carried}
             rollout = asdict(c.rollout)
-            if not tokens:
+            routing = rollout.pop("routing")
+            if tokens:
+                rollout["routing"] = routing.tolist() if routing is not None else None
+            else:
                 rollout = {k: v for k, v in rollout.items() if k not in ("prompt_ids", "completion_ids", "logprobs")}
             return record | rollout
 

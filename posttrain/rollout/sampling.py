@@ -1,13 +1,13 @@
-"""Per-sample seeded sampling inside transformers' `generate`, and the behaviour log-prob of every draw.
+"""Per-sample seeded sampling, and the behaviour log-prob of every draw.
 
 Each row of a batch draws from its own stream of uniforms, seeded by its request. A sample therefore does not
 depend on which other requests share its batch, how a group was cut into chunks, or how many workers ran: two
 runs with one seed draw the same samples, and no two samples of a group repeat each other's stream.
 
-`SeededSampler` is a logits processor that makes the draw itself and hands `generate` a distribution with all
-its mass on the drawn token, so greedy search (the mode `generate` runs in) picks exactly that token. It records
-log softmax(logits / T) of the drawn token over the full vocabulary: top-k/top-p decide which token is drawn but
-never change the recorded log-prob, which is what a teacher-forced pass at temperature T computes.
+`SeededSampler` makes the draw for the live rows of a decoding batch (rows that finished have left it, so each
+draw names the streams it uses). It returns log softmax(logits / T) of the drawn token over the full
+vocabulary: top-k/top-p decide which token is drawn but never change the recorded log-prob, which is what a
+teacher-forced pass at temperature T computes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import hashlib
 from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor
 
 from posttrain.rollout.types import SamplingParams
 
@@ -48,8 +47,8 @@ def truncate(probs: torch.Tensor, top_p: float, top_k: int) -> torch.Tensor:
     return probs
 
 
-class SeededSampler(LogitsProcessor):
-    """Draws row b's next token from its own uniforms (seed `seeds[b]`) and records its behaviour log-prob."""
+class SeededSampler:
+    """Draws row b's t-th token from uniform t of its own stream (seed `seeds[b]`), with its behaviour log-prob."""
 
     def __init__(self, params: SamplingParams, seeds: Sequence[int], steps: int, device: torch.device | str) -> None:
         self.params = params
@@ -57,22 +56,16 @@ class SeededSampler(LogitsProcessor):
         draws = [torch.rand(steps, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds]
         self.uniforms = torch.stack(draws).to(device) if draws else torch.zeros(0, steps, dtype=torch.float64)
         self.step = 0
-        self.columns: list[torch.Tensor] = []
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        logprobs = torch.log_softmax(scores.float() / self.scale, dim=-1)
+    def draw(self, logits: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens [R], log-probs [R]) for next-token `logits` [R, V] of the streams `rows` [R]; one step on."""
+        logprobs = torch.log_softmax(logits.float() / self.scale, dim=-1)
         if self.params.temperature > 0:
             probs = truncate(logprobs.exp(), self.params.top_p, self.params.top_k)
             cdf = probs.double().cumsum(-1)
-            target = self.uniforms[:, self.step, None] * cdf[:, -1:]
-            chosen = torch.searchsorted(cdf, target, right=True).clamp_(max=scores.shape[-1] - 1)
+            target = self.uniforms[rows.to(self.uniforms.device), self.step, None] * cdf[:, -1:]
+            chosen = torch.searchsorted(cdf, target, right=True).clamp_(max=logits.shape[-1] - 1)
         else:
-            chosen = scores.argmax(-1, keepdim=True)
-        self.columns.append(logprobs.gather(1, chosen)[:, 0].cpu())
+            chosen = logits.argmax(-1, keepdim=True)
         self.step += 1
-        forced = torch.full_like(scores, float("-inf"))
-        return forced.scatter_(1, chosen, 0.0)
-
-    def logprobs(self) -> torch.Tensor:
-        """[B, steps taken] behaviour log-probs, column t for the token drawn at step t."""
-        return torch.stack(self.columns, dim=1) if self.columns else torch.zeros(len(self.uniforms), 0)
+        return chosen[:, 0], logprobs.gather(1, chosen)[:, 0]

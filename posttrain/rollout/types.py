@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 Messages = list[dict[str, str]]
 FINISH_REASONS = ("eos", "stop", "length")
 
@@ -42,12 +44,17 @@ class Request:
 
 @dataclass
 class Completion:
-    """An engine's answer for one prompt; `logprobs[i]` belongs to `token_ids[i]`."""
+    """An engine's answer for one prompt; `logprobs[i]` belongs to `token_ids[i]`.
+
+    `routing[i, l]` (MoE models) is the class (expert, or E for skip) layer l's router chose in the forward that
+    produced token i, i.e. at the position of the token before it: what the learner replays there.
+    """
 
     token_ids: list[int]
     text: str
     logprobs: list[float]
     finish_reason: str  # eos | stop | length
+    routing: np.ndarray | None = None  # [len(token_ids), layers] int16
 
 
 @dataclass
@@ -64,6 +71,7 @@ class Rollout:
     policy_version: int
     worker_id: str
     params: SamplingParams = field(default_factory=SamplingParams)
+    routing: np.ndarray | None = None  # [len(completion_ids), layers]: see Completion.routing
 
 
 @dataclass

@@ -66,10 +66,17 @@ class RolloutWorker:
     def generate(self, requests: Sequence[Request]) -> list[Rollout]:
         """Rollouts in request order; requests with equal sampling params share one engine call, each drawing from
         its own seeded stream."""
-        prompts = [
-            list(r.prompt_ids) if r.prompt_ids is not None else encode_messages(self.engine.tokenizer, r.messages)
-            for r in requests
-        ]
+        encoded: dict[str, list[int]] = {}  # a group's requests share their messages: render the chat once
+
+        def prompt_of(request: Request) -> list[int]:
+            if request.prompt_ids is not None:
+                return list(request.prompt_ids)
+            key = repr(request.messages)
+            if key not in encoded:
+                encoded[key] = encode_messages(self.engine.tokenizer, request.messages)
+            return list(encoded[key])
+
+        prompts = [prompt_of(r) for r in requests]
         by_params: dict[SamplingParams, list[int]] = {}
         for index, request in enumerate(requests):
             by_params.setdefault(request.params, []).append(index)
@@ -89,6 +96,7 @@ class RolloutWorker:
                     policy_version=self.version,
                     worker_id=self.worker_id,
                     params=params,
+                    routing=completion.routing,
                 )
         return rollouts
 

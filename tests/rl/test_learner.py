@@ -60,8 +60,10 @@ def test_first_minibatch_is_exactly_on_policy():
 
 
 def step_counting_forwards(learner: Learner, batch: TrainBatch) -> tuple[dict, int]:
+    """Log-prob passes of one step: LM-head calls (a tiny model's logits fit the budget: one call per pass; a
+    pass may run the body twice, once per shared prefix and once for the rows on top)."""
     forwards = []
-    hook = learner.model.base_model.register_forward_hook(lambda *_: forwards.append(1))  # log-probs skip the top
+    hook = learner.model.get_output_embeddings().register_forward_hook(lambda *_: forwards.append(1))
     metrics = learner.step(batch)
     hook.remove()
     return metrics, len(forwards)

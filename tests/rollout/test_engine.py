@@ -1,10 +1,14 @@
-"""The hf engine: behaviour log-probs equal a teacher-forced pass, greedy is argmax, cuts are exact."""
+"""The hf engine: behaviour log-probs equal a teacher-forced pass, greedy is argmax, cuts are exact, a group
+shares one prefill, finished rows leave the batch, and ZAYA routing is recorded as a full forward routes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from posttrain.models import load_model
+from posttrain.models.router_balancing import find_routers
+from posttrain.rl.router_replay import record_routing
 from posttrain.rollout.engine import ENGINES, ContextOverflowError, Engine, HFEngine, build_engine, register_engine
 from posttrain.rollout.types import SamplingParams
 from tests.rollout.oracles import teacher_forced_logprobs
@@ -30,7 +34,7 @@ def test_behaviour_logprobs_match_a_teacher_forced_pass_in_a_padded_batch(engine
     for prompt, completion in zip(prompts, completions, strict=True):
         assert len(completion.logprobs) == len(completion.token_ids) >= 1
         expected = teacher_forced_logprobs(model, prompt, completion.token_ids, temperature=0.7)
-        assert torch.allclose(torch.tensor(completion.logprobs), expected, atol=1e-4)
+        torch.testing.assert_close(torch.tensor(completion.logprobs), expected, atol=1e-6, rtol=0)
         assert completion.finish_reason in ("eos", "length")
         assert completion.finish_reason == "eos" or len(completion.token_ids) == 12
 
@@ -135,3 +139,87 @@ def test_engines_are_a_registry_a_new_engine_plugs_in():
         assert isinstance(build_engine("constant", "anything"), Constant)
     finally:
         del ENGINES["constant"]
+
+
+def forward_rows(model) -> tuple[list[int], object]:
+    """Rows of every forward of `model` (the prefill first, then one per decoding step)."""
+    rows: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: rows.append(kw["input_ids"].shape[0]), with_kwargs=True)
+    return rows, hook
+
+
+def test_a_group_shares_one_prefill_and_samples_as_if_prefilled_alone(engine, tiny):
+    """Four samples each of two prompts: one prefill row per prompt, the cache (ZAYA's CCA conv and value
+    states included) expanded to the eight rows; every sample equals the one drawn with its own prefill."""
+    model, tokenizer = tiny
+    prompts = [encode(tokenizer, "What is 12+34?"), encode(tokenizer, "<think>7*8=")]
+    batch = [prompts[k % 2] for k in range(8)]
+    params = SamplingParams(max_new_tokens=9, temperature=0.8)
+    seeds = list(range(40, 48))
+    rows, hook = forward_rows(model)
+    try:
+        grouped = engine.generate(batch, params, seeds)
+    finally:
+        hook.remove()
+    assert rows[0] == 2 and rows[1] == 8
+    for prompt, seed, sample in zip(batch, seeds, grouped, strict=True):
+        alone = engine.generate([prompt], params, [seed])[0]
+        assert sample.token_ids == alone.token_ids
+        torch.testing.assert_close(torch.tensor(sample.logprobs), torch.tensor(alone.logprobs), atol=1e-6, rtol=0)
+        assert (sample.routing == alone.routing).all()
+
+
+def test_finished_rows_leave_the_batch(engine, tiny):
+    """Each decoding step runs only the rows still generating: after draw t, the rows whose completion is longer
+    than t + 1 tokens (a stop string or EOS ends the others)."""
+    tokenizer = tiny[1]
+    prompts = [encode(tokenizer, f"What is {i}+{2 * i}?") for i in range(12)]
+    params = SamplingParams(max_new_tokens=16, temperature=1.5, stop=("e", "3"))
+    rows, hook = forward_rows(engine.model)
+    try:
+        completions = engine.generate(prompts, params, list(range(12)))
+    finally:
+        hook.remove()
+    lengths = [len(c.token_ids) for c in completions]
+    assert min(lengths) < 16 and {c.finish_reason for c in completions} >= {"stop"}
+    live = [sum(n > t + 1 for n in lengths) for t in range(15)]
+    assert rows == [12, *[count for count in live if count]]
+    for completion in completions:
+        if completion.finish_reason == "stop":
+            assert completion.text[-1] in "e3" and not set(completion.text[:-1]) & set("e3")
+
+
+@pytest.fixture(scope="module")
+def routed():
+    """zaya-tiny whose routers depend strongly on the token, with some skips."""
+    model, tokenizer = load_model("zaya-tiny", seed=0)
+    for router in find_routers(model):
+        router.router_mlp.out_proj.weight.data *= 300
+        router.balancing_biases[-1] = 0.05
+    return model.eval(), tokenizer
+
+
+def test_routing_is_recorded_as_a_full_forward_routes(routed):
+    """completion.routing[i] is the classes every layer chose at the input before token i: what a full
+    teacher-forced forward over prompt + completion routes at positions P - 1 ... P + n - 2."""
+    model, tokenizer = routed
+    engine = HFEngine(model, tokenizer, device="cpu")
+    prompts = [encode(tokenizer, "What is 12+34?"), encode(tokenizer, "hi there")]
+    completions = engine.generate(prompts * 2, SamplingParams(max_new_tokens=10), seeds=[1, 2, 3, 4])
+    layers = len(find_routers(model))
+    skips = 0
+    for prompt, completion in zip(prompts * 2, completions, strict=True):
+        ids = torch.tensor([prompt + completion.token_ids])
+        with torch.no_grad(), record_routing(model, tuple(ids.shape)) as full:
+            model(input_ids=ids)
+        assert completion.routing.shape == (len(completion.token_ids), layers)
+        expected = full[0, len(prompt) - 1 : len(prompt) - 1 + len(completion.token_ids)]
+        assert torch.equal(torch.from_numpy(completion.routing).long(), expected)
+        skips += int((expected == model.config.num_experts).sum())
+    assert skips > 0  # the skip class is recorded too
+
+
+def test_a_model_without_routers_records_no_routing():
+    model, tokenizer = load_model("llama-tiny", seed=0)
+    completion = HFEngine(model, tokenizer, device="cpu").generate([[5, 6, 7]], SamplingParams(max_new_tokens=3))[0]
+    assert completion.routing is None

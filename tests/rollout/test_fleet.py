@@ -6,6 +6,8 @@ it needs (weights, version) and reads worker incarnations instead of assuming th
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import ray
 import torch
@@ -52,6 +54,12 @@ def test_generate_returns_each_request_once_in_order_from_both_workers(fleet, ti
     assert_matches(tiny[0], rollouts)  # workers hold exactly the seed's weights
     with pytest.raises(ValueError, match="unique"):
         fleet.generate(requests(2) + requests(1))
+
+
+def test_workers_run_at_the_drivers_priority(fleet):
+    """Ray would start them at nice 15, where a busy machine gives a worker a fraction of the driver's share."""
+    for worker in fleet.info():
+        assert os.getpriority(os.PRIO_PROCESS, worker["pid"]) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 @pytest.fixture(scope="module")

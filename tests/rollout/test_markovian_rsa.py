@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -142,6 +143,14 @@ def test_bounded_context_from_the_engines_own_accounting(worker):
         seen[T, full] = worker.engine.max_context_seen
     assert seen[1, False] <= bound and seen[3, False] <= bound
     assert seen[3, True] > bound
+
+
+def test_a_tree_of_zaya_rollouts_is_json_with_routing_only_as_training_data(worker):
+    (tree,) = run_markovian_rsa(["What is 1+2?"], worker.generate, worker.engine.tokenizer, cfg(1), SamplingParams())
+    assert "routing" not in json.loads(json.dumps(tree.to_dict()))["rounds"][0][0]
+    node = json.loads(json.dumps(tree.to_dict(tokens=True)))["rounds"][1][0]
+    layers = worker.engine.model.config.num_hidden_layers
+    assert len(node["routing"]) == len(node["completion_ids"]) and {len(r) for r in node["routing"]} == {layers}
 
 
 def cfg(T, full_chain=False):
