@@ -6,7 +6,8 @@ RL stages' defaults and docs/rl.md's "What RL does to zaya-tiny", run through th
     .venv/bin/python bench/rl_experiments.py screen --env add --seed 0 \
         --arm 'body=rl.param_groups=[]' --arm 'norm=rl.param_groups=[{match: "^model\.norm\.weight$", lr: 0.05}]'
 
-Every arm is `posttrain run stage=rlve` from the same SFT model per seed (built once, under --root), scored by
+Every arm is `posttrain run stage=rlve` from the same SFT model per seed (built once, under --root; or one SFT
+model for every seed with --sft-seed), scored by
 the stage's own before/after report: pass@1 over a temperature sweep, so "gain" is the trained model at its
 best temperature against the SFT model at *its* best temperature, on held-out prompts.
 * control: RL against the same run with its rewards shuffled across the batch (rl.reward_control=shuffle);
@@ -86,6 +87,7 @@ def main() -> int:
     parser.add_argument("--env", default="add")
     parser.add_argument("--sft-tasks", nargs="+", default=None, help="SFT data.tasks (default: the env)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--sft-seed", type=int, default=None, help="one SFT model (this seed) for every RL seed")
     parser.add_argument("--root", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--eval-difficulty", type=int, default=None)
     parser.add_argument("--set", action="append", default=[], help="key=value for every arm")
@@ -95,17 +97,18 @@ def main() -> int:
     common = list(args.set) + ([f"eval.difficulty={args.eval_difficulty}"] if args.eval_difficulty is not None else [])
     arms = {
         "control": {"rl": [], "shuffled": ["rl.reward_control=shuffle"]},
-        "curriculum": {
-            "rlve": ["curriculum.kind=rlve"],
+        "curriculum": {  # "rl" is the control experiment's arm too (the default curriculum): it runs once
+            "rl": [],
             "fixed": ["curriculum.kind=fixed", "curriculum.fixed_difficulty=1"],
         },
         "screen": {a.split("=", 1)[0]: a.split("=", 1)[1].split(";") for a in args.arm},
     }[args.experiment]
     results: dict[str, list[dict]] = {name: [] for name in arms}
     for seed in args.seeds:
-        model = sft(args.root, seed, args.sft_tasks or [args.env], args.sft_set)
+        sft_seed = seed if args.sft_seed is None else args.sft_seed
+        model = sft(args.root, sft_seed, args.sft_tasks or [args.env], args.sft_set)
         for name, overrides in arms.items():
-            run = arm(args.root, f"{args.experiment}-{name}", model, seed, args.env, [*common, *overrides])
+            run = arm(args.root, name, model, seed, args.env, [*common, *overrides])
             results[name].append(run)
     out = args.root / f"{args.experiment}-{args.env}.json"
     out.write_text(json.dumps({"seeds": args.seeds, "arms": arms, "results": results}, indent=2) + "\n")
