@@ -151,6 +151,7 @@ def _training_args(ctx: RunContext) -> dict[str, Any]:
         "warmup_steps": trainer_cfg.warmup_steps,
         "weight_decay": trainer_cfg.weight_decay,
         "max_grad_norm": trainer_cfg.max_grad_norm,
+        "gradient_checkpointing": trainer_cfg.gradient_checkpointing,
         "logging_steps": 1,
         "save_strategy": "steps",
         "save_steps": trainer_cfg.save_every,

@@ -22,6 +22,9 @@ import torch
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(CI="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # One torch thread per process: two test workers already keep both cores busy, and spinning intra-op
+    # threads on an oversubscribed CPU cost more than they give on these tiny models.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return env
 
 
@@ -69,15 +72,25 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
-# `make test` runs on two xdist workers with `--dist loadgroup`. A module's tests stay on one worker (its
-# module-scoped fixtures are built once), and so do all users of an expensive session fixture.
+# `make test` runs on two xdist workers with `--dist loadgroup`. Tests that share an expensive session fixture
+# stay on one worker (it is built once), so do a module's tests when they share a module-scoped fixture; every
+# other test goes to whichever worker is free.
 SHARED_FIXTURE_GROUPS = {"reference": "rl-reference-run", "server": "serve-server"}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    shared = [group for name, group in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames]
+    if shared:
+        return shared[0]
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else []
+    if any(defs[-1].scope in ("module", "class", "package") for defs in definitions):
+        return item.nodeid.split("::")[0]
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        shared = [group for name, group in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames]
-        group = shared[0] if shared else item.module.__name__ if item.module else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+        group = None if item.get_closest_marker("xdist_group") else _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

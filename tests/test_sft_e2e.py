@@ -84,7 +84,7 @@ def test_sft_run_produces_a_loadable_final_model_metrics_plots_and_checkpoints(t
 
 
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
-    common = [*SMALL, "trainer.max_steps=60", "trainer.save_every=10", "trainer.keep_checkpoints=3", "seed=3"]
+    common = [*SMALL, "trainer.max_steps=30", "trainer.save_every=5", "trainer.keep_checkpoints=3", "seed=3"]
     common.append("trainer.router_balancing=true")  # its Adam moments must survive the kill too
     reference = run_cli("run", *common, f"run.root={tmp_path / 'straight'}")
     assert reference.returncode == 0, reference.stderr
@@ -96,7 +96,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint = interrupted_root / "sft" / "checkpoints" / "step-20"
+    checkpoint = interrupted_root / "sft" / "checkpoints" / "step-10"
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -112,7 +112,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     for name in straight:
         assert torch.equal(straight[name], killed[name]), name
     steps = [r["step"] for r in read_metrics(interrupted_root / "sft" / "metrics.jsonl")]
-    assert steps == list(range(61))
+    assert steps == list(range(31))
     losses = {r["step"]: r.get("loss") for r in read_metrics(tmp_path / "straight" / "sft" / "metrics.jsonl")}
     resumed_losses = {r["step"]: r.get("loss") for r in read_metrics(interrupted_root / "sft" / "metrics.jsonl")}
     assert losses == resumed_losses

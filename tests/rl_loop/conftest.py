@@ -36,15 +36,10 @@ REFERENCE = [*TINY, "trainer.max_steps=5", "trainer.save_every=1", "trainer.keep
 REFERENCE += ["curriculum.kind=target", "seed=3"]
 
 
-def env() -> dict[str, str]:
-    # One torch thread per process: the box has 2 shared cores and every Ray worker is its own process.
-    return {**cli_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 def posttrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "posttrain.cli", "run", *args],
-        env=env(),
+        env=cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -54,7 +49,7 @@ def posttrain(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def popen(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "posttrain.cli", "run", *args],
-        env=env(),
+        env=cli_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # SIGKILL of the group takes the run's Ray and worker processes down too

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from posttrain.metrics import read_metrics
-from tests.rl_loop.conftest import env
+from tests.conftest import cli_env as env
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import time
 import psutil
 import pytest
 
-from tests.rl_loop.conftest import TINY, env
+from tests.conftest import cli_env as env
+from tests.rl_loop.conftest import TINY
 
 pytestmark = pytest.mark.slow
 

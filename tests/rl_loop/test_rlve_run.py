@@ -207,8 +207,8 @@ def test_bad_input_exits_2_before_building_anything(tmp_path, capsys, override, 
 def test_resume_with_another_optimizer_layout_exits_2_and_writes_nothing(reference, tmp_path, capsys):
     """A checkpoint's optimizer state fits only the layout that saved it; the mismatch is found up front."""
     config = (reference.dir / "config.yaml").read_text()
-    for override in ("rl.param_groups=[]", "rl.optimizer=muon"):
-        args = [*TINY, f"model.path={reference.sft_final}", f"run.root={tmp_path}", f"resume={reference.dir}"]
+    for override in (r"rl.param_groups=[{match: '^model\.norm\.weight$', lr: 0.05}]", "rl.optimizer=muon"):
+        args = [*REFERENCE, f"model.path={reference.sft_final}", f"run.root={tmp_path}", f"resume={reference.dir}"]
         code = main(["run", *args, override])
         err = capsys.readouterr().err
         assert code == 2 and "was saved with another rl.optimizer / rl.param_groups" in err, err
