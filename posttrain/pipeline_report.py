@@ -2,7 +2,8 @@
 earlier skill shows up next to the gain a later stage bought.
 
 Each RL stage's sets are rebuilt from its saved config (its envs at eval.difficulty, its datasets' held-out
-rows); every model (the pipeline's start, then each stage's final/) answers them greedily. The matrix is printed
+rows); every model (the pipeline's start, then each stage's final/) answers them greedily, with the token budget of
+the stage the set belongs to. The matrix is printed
 and written to `<run.root>/pipeline.json`.
 """
 
@@ -26,20 +27,26 @@ def pipeline_report(root: Path, stages: list[str], start: str) -> dict[str, Any]
         return {}
     base = configs[rl_stages[0]]
     models = {"start": start, **{name: str(root / name / "final") for name in stages}}
-    sets: dict[str, Any] = {}
+    owned: list[tuple[Any, list[Any]]] = []  # (a stage's config, its sets): each set is scored as its stage does
+    seen: set[str] = set()
     with EnvPool(base.envs) as pool:
         for name in rl_stages:
             kit, cfg = get_stage(name), configs[name]
-            for eval_set in kit.eval_sets(kit.prepare(cfg), cfg, pool):
-                sets.setdefault(eval_set.name, eval_set)  # a set two stages share is scored once
+            mine = [s for s in kit.eval_sets(kit.prepare(cfg), cfg, pool) if s.name not in seen]  # shared: once
+            seen.update(s.name for s in mine)
+            owned.append((cfg, mine))
         matrix = {}
         for label, path in models.items():
             engine = build_engine("hf", path, seed=base.seed, dtype=base.model.dtype, device=base.device)
-            report = evaluate_sets(
-                engine, list(sets.values()), [0.0], samples=1, k=1, max_new_tokens=base.eval.max_new_tokens,
-                batch_size=base.eval.batch_size, seed=base.seed,
-            )  # fmt: skip
-            matrix[label] = {name: row["greedy"]["pass@1"] for name, row in report.items()}
+            matrix[label] = {}
+            for cfg, sets in owned:
+                if not sets:
+                    continue
+                report = evaluate_sets(
+                    engine, sets, [0.0], samples=1, k=1, max_new_tokens=cfg.eval.max_new_tokens,
+                    batch_size=cfg.eval.batch_size, seed=base.seed,
+                )  # fmt: skip
+                matrix[label].update({name: row["greedy"]["pass@1"] for name, row in report.items()})
     result = {"models": models, "greedy_pass@1": matrix}
     (root / "pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
     print(matrix_table(matrix), flush=True)

@@ -70,27 +70,3 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-# `make test` runs on two xdist workers with `--dist loadgroup`. Tests that share an expensive session fixture
-# stay on one worker (it is built once), so do a module's tests when they share a module-scoped fixture; every
-# other test goes to whichever worker is free.
-SHARED_FIXTURE_GROUPS = {"reference": "rl-reference-run", "server": "serve-server"}
-
-
-def _xdist_group(item: pytest.Item) -> str | None:
-    shared = [group for name, group in SHARED_FIXTURE_GROUPS.items() if name in item.fixturenames]
-    if shared:
-        return shared[0]
-    info = getattr(item, "_fixtureinfo", None)
-    definitions = info.name2fixturedefs.values() if info is not None else []
-    if any(defs[-1].scope in ("module", "class", "package") for defs in definitions):
-        return item.nodeid.split("::")[0]
-    return None
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = None if item.get_closest_marker("xdist_group") else _xdist_group(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))

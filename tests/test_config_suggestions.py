@@ -10,7 +10,8 @@ from posttrain.config import compose
 from posttrain.errors import UserError
 
 TRAINER_KEYS = (
-    "batch_size, grad_accum, keep_checkpoints, lr, lr_scheduler, max_grad_norm, max_steps, router_balancing, "
+    "batch_size, grad_accum, gradient_checkpointing, keep_checkpoints, lr, lr_scheduler, max_grad_norm, max_steps, "
+    "router_balancing, "
     "router_balancing_lr, save_every, warmup_steps, weight_decay"
 )
 TOP_LEVEL = (

@@ -92,7 +92,7 @@ class TrainerConfig:
     router_balancing: bool = True  # ZAYA only, Trainer-driven stages (SFT); RL stages use rl.router_balancing
     router_balancing_lr: float = 1e-3
     # Trainer-driven stages (sft, rm): recompute activations in the backward pass. TRL turns it on by default,
-    # which saves memory on big models and costs ~30% of the step on the tiny CPU ones; off here, on for big runs.
+    # which saves memory on big models; off, a 60-step zaya-tiny stage=rm run took 66 s instead of 91 s.
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:

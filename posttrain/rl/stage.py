@@ -23,8 +23,9 @@ from posttrain.rl.problem_data import dataset_name
 from posttrain.stagekit import Stage
 
 RL_READS = (
-    "model", "trainer.max_steps", "trainer.save_every", "trainer.keep_checkpoints", "eval", "envs", "curriculum",
+    "model", "trainer.max_steps", "trainer.save_every", "trainer.keep_checkpoints", "envs", "curriculum",
     "rewards", "ray", "rollout", "rsa", "rl", "problems", "ttc", "kernels",
+    "eval.difficulty", "eval.num_samples", "eval.max_new_tokens", "eval.batch_size", "eval.temperatures", "eval.pass_k",
 )  # fmt: skip
 TRAINER_KEYS = {  # what a Trainer key means in an RL stage
     "trainer.lr": "rl.lr",
@@ -37,6 +38,8 @@ TRAINER_KEYS = {  # what a Trainer key means in an RL stage
     "trainer.router_balancing": "rl.router_balancing",
     "trainer.router_balancing_lr": "rl.router_balancing_lr",
     "data": "problems.datasets (prompt datasets for RL)",
+    "eval.temperature": "use 'eval.temperatures' (the before/after report's sweep; greedy is always in it)",
+    "eval.samples": "use 'eval.pass_k' (samples per prompt in the before/after report)",
 }
 PLOTS = {
     "reward": ["reward/mean"],

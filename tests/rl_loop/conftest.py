@@ -8,12 +8,15 @@ that SFT model) that the resume test compares to.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.conftest import cli_env
 
@@ -73,12 +76,30 @@ class ReferenceRun:
 
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> ReferenceRun:
-    root = tmp_path_factory.mktemp("reference")
+    # Under pytest-xdist every worker asks for it: the first one builds it in the run's shared base directory and
+    # the others wait on the lock, then reuse it (its commands' output is kept next to it).
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        return _build_reference(tmp_path_factory.mktemp("reference"))
+    shared = tmp_path_factory.getbasetemp().parent  # this run's base, common to its workers
+    with FileLock(str(shared / "reference.lock")):
+        root = shared / "reference"
+        if not (root / "reference.json").is_file():
+            _build_reference(root)
+    saved = json.loads((root / "reference.json").read_text())
+    return ReferenceRun(root, *(subprocess.CompletedProcess(**saved[key]) for key in ("built", "result")))
+
+
+def _build_reference(root: Path) -> ReferenceRun:
+    root.mkdir(parents=True, exist_ok=True)
     warmup = ["stage=warmup", *TINY[1:], "trainer.max_steps=1", "eval.num_samples=4"]
     built = posttrain(*warmup, *SFT_SMALL, f"run.root={root}", timeout=900)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     result = posttrain(*REFERENCE, f"model.path={root / 'sft' / 'final'}", f"run.root={root}", timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    saved = {key: {"args": run.args, "returncode": run.returncode, "stdout": run.stdout, "stderr": run.stderr}
+             for key, run in (("built", built), ("result", result))}  # fmt: skip
+    (root / "reference.json").write_text(json.dumps(saved))
     return ReferenceRun(root, built, result)
 
 

@@ -194,6 +194,7 @@ def test_async_markovian_rsa_trains_both_rounds_and_an_accepted_config_drops_not
         ("rollout.top_k=5", "without top-p/top-k truncation"),
         ("rl.advantage=maxrl envs.names=[rg:chain_sum:lenient]", "can give negative rewards"),
         ("rl.loss=dppo rl.old_logprobs=recompute", "rl.old_logprobs=behaviour"),
+        ("eval.temperature=1.0", "does not read 'eval.temperature'; use 'eval.temperatures'"),
     ],
 )
 def test_bad_input_exits_2_before_building_anything(tmp_path, capsys, override, message):
