@@ -83,6 +83,17 @@ class Engine(ABC):
                 f"a prompt of {max(lengths)} tokens does not fit the model's context of {limit} tokens"
             )
 
+    def checked_request(
+        self, prompts: Sequence[Sequence[int]], seeds: Sequence[int | None] | None
+    ) -> tuple[list[int], list[int]]:
+        """(prompt lengths, one seed per prompt) of a non-empty `generate` call, after the checks every engine
+        makes: no empty prompt, every prompt within the context."""
+        lengths = [len(p) for p in prompts]
+        if min(lengths) == 0:
+            raise ValueError("empty prompt: a prompt needs at least one token")
+        self.check_prompt_lengths(lengths)
+        return lengths, fill_seeds(seeds, len(prompts))
+
     def reset_accounting(self) -> None:
         self.max_context_seen = 0
 
@@ -168,11 +179,7 @@ class HFEngine(Engine):
     ) -> list[Completion]:
         if not prompts:
             return []
-        seeds = fill_seeds(seeds, len(prompts))
-        lengths = [len(p) for p in prompts]
-        if min(lengths) == 0:
-            raise ValueError("empty prompt: a prompt needs at least one token")
-        self.check_prompt_lengths(lengths)
+        lengths, seeds = self.checked_request(prompts, seeds)
         limit = self.context_limit
         max_new = params.max_new_tokens if limit is None else min(params.max_new_tokens, limit - max(lengths))
         decoded = decode(

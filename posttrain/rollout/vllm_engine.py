@@ -35,7 +35,6 @@ from transformers import PreTrainedTokenizerBase
 from posttrain.devices import resolve_device
 from posttrain.errors import UserError
 from posttrain.rollout.engine import Engine, register_engine
-from posttrain.rollout.sampling import fill_seeds
 from posttrain.rollout.types import Completion, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -116,11 +115,7 @@ class VLLMEngine(Engine):
 
         if not prompts:
             return []
-        seeds = fill_seeds(seeds, len(prompts))
-        lengths = [len(p) for p in prompts]
-        if min(lengths) == 0:
-            raise ValueError("empty prompt: a prompt needs at least one token")
-        self.check_prompt_lengths(lengths)
+        lengths, seeds = self.checked_request(prompts, seeds)
         limit = self.context_limit
         requests = []
         for length, seed in zip(lengths, seeds, strict=True):
