@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
 import importlib
 import importlib.util
 import logging
-import sys
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any, TypeVar
 
 from posttrain.envs.api import Env
 from posttrain.errors import UserError
+from posttrain.user_code import load_module
 
 log = logging.getLogger("posttrain.envs")
 
@@ -110,23 +108,7 @@ def _registered() -> dict[str, tuple[type[Env], str]]:
 def _load_class(reference: str) -> type[Env]:
     """`module:Class` or `path/to/file.py:Class`."""
     location, _, attr = reference.rpartition(":")
-    if location.endswith(".py"):
-        path = Path(location).expanduser().resolve()
-        if not path.is_file():
-            raise UserError(f"env file not found: {location}")
-        module_name = f"_posttrain_env_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
-        module = sys.modules.get(module_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-    else:
-        try:
-            module = importlib.import_module(location)
-        except ImportError as exc:
-            raise UserError(f"cannot import env module {location!r}: {exc}") from exc
+    module = load_module(location, f"env {reference!r}")
     cls = getattr(module, attr, None)
     if not (isinstance(cls, type) and issubclass(cls, Env)):
         raise UserError(f"{reference!r}: {attr!r} is not an Env subclass in {location}")

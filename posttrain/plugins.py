@@ -3,33 +3,14 @@ rewards, advantages, losses, stages) is known to the config checks."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from posttrain.errors import UserError
+from posttrain.user_code import load_module
 
 
 def load_plugins(names: Sequence[str]) -> None:
     for name in names:
-        if name.endswith(".py"):
-            path = Path(name)
-            if not path.is_file():
-                raise UserError(f"plugins: {name} does not exist")
-            module_name = f"posttrain_plugin_{path.stem}"
-            if module_name in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            spec.loader.exec_module(module)
-        else:
-            try:
-                importlib.import_module(name)
-            except ImportError as exc:
-                raise UserError(f"plugins: cannot import {name!r}: {exc}") from None
+        load_module(name, f"plugins: {name!r}")
 
 
 def plugins_in(overrides: Sequence[str]) -> list[str]:

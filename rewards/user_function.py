@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import difflib
 import functools
-import hashlib
-import importlib
-import importlib.util
 import math
 import numbers
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from posttrain.errors import UserError
 from posttrain.rewards.base import RewardOutput, as_text
+from posttrain.user_code import file_path, is_file_location, load_module
 
 
 def is_function_name(name: str) -> bool:
@@ -37,46 +32,11 @@ def _split(name: str) -> tuple[str, str]:
     return where, attribute
 
 
-def _is_file(where: str) -> bool:
-    return where.endswith(".py") or "/" in where or "\\" in where
-
-
-def _load_file(name: str, path: Path) -> ModuleType:
-    module_name = f"posttrain_user_reward_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    if not path.is_file():
-        raise UserError(f"reward {name!r}: no such file {str(path)!r}")
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # before running it: dataclasses and pickling look modules up by name
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        raise UserError(f"reward {name!r}: loading {str(path)!r} raised {type(exc).__name__}: {exc}") from None
-    return module
-
-
-def _load_module(name: str, where: str) -> ModuleType:
-    try:
-        return importlib.import_module(where)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and where.startswith(exc.name):
-            raise UserError(f"reward {name!r}: no module named {where!r}") from None
-        raise UserError(f"reward {name!r}: importing {where!r} raised {type(exc).__name__}: {exc}") from None
-    except Exception as exc:
-        raise UserError(f"reward {name!r}: importing {where!r} raised {type(exc).__name__}: {exc}") from None
-
-
 def resolve(name: str) -> tuple[str, Callable[..., Any]]:
     """(the name with an absolute file path, the function it names); every failure is a `UserError`."""
     where, attribute = _split(name)
-    if _is_file(where):
-        path = Path(where).expanduser().resolve()
-        module, canonical = _load_file(name, path), f"{path}:{attribute}"
-    else:
-        module, canonical = _load_module(name, where), name
+    module = load_module(where, f"reward {name!r}")
+    canonical = f"{file_path(where)}:{attribute}" if is_file_location(where) else name
     function = getattr(module, attribute, None)
     if function is None:
         public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]

@@ -16,6 +16,8 @@ def run_main(capsys, *args: str) -> tuple[int, str]:
     ("args", "message"),
     [
         (["stage=sfx"], "unknown stage 'sfx'; did you mean 'sft'?"),
+        (["plugins=[/no/such/plugin.py]", "stage=sft"], "plugins: '/no/such/plugin.py': no such file"),
+        (["plugins=[no_such_plugin_module]", "stage=sft"], "plugins: 'no_such_plugin_module': no module named"),
         (["stage=sft", "trainer.max_stepz=3"], "did you mean 'trainer.max_steps'?"),
         (["stage=sft", "trainer.max_steps=-3"], "trainer.max_steps must be >= 1"),
         (["stage=sft", "model.path=/nonexistent/model"], "model.path='/nonexistent/model' is neither a preset"),
