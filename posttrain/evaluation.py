@@ -162,6 +162,7 @@ def comparison(before: dict, after: dict, train_label: str) -> dict[str, dict[st
             },
             "gain_over_best_baseline": gain,
             "gain_ci95": half_width,
+            "prompts": len(cell_before["per_problem"]),
             **{key: _sides(before, after, name, train_label, key) for key in ("reward", "length")},
         }
     return out
@@ -195,7 +196,8 @@ def report_table(before: dict, after: dict, k: int, train_label: str) -> str:
             f"  best pass@1: before {_pct(s['best_before']['pass@1'])} ({s['best_before']['temperature']}), "
             f"after {_pct(s['best_after']['pass@1'])} ({s['best_after']['temperature']}); "
             f"gain over the best baseline {100 * s['gain_over_best_baseline']:+.1f} points "
-            f"(95% CI ±{100 * s['gain_ci95']:.1f})"
+            + (f"(95% CI ±{100 * s['gain_ci95']:.1f}, {s['prompts']} prompts)" if s["prompts"] >= 2
+               else f"({s['prompts']} held-out prompt: no interval)")
         )
         reward, length = s["reward"], s["length"]
         if reward["before"] is not None and length["before"] is not None:
