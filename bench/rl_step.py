@@ -155,6 +155,7 @@ def run_trl(args: argparse.Namespace, run: int, out_dir: Path) -> list[dict]:
         warmup_steps=0,
         weight_decay=0.0,
         max_grad_norm=1.0,
+        gradient_checkpointing=False,  # TRL's default is on; our learner does not recompute activations either
         optim="adamw_torch",
         max_steps=args.steps,
         logging_steps=1,
