@@ -38,7 +38,7 @@ def test_unknown_name_suggests_the_closest():
         make_env("rg:leg_countin")
     with pytest.raises(UserError, match="no such file"):
         make_env("no/such/file.py:Env")
-    with pytest.raises(UserError, match="no module named .no_such_module_xyz."):
+    with pytest.raises(UserError, match="no module named 'no_such_module_xyz'"):
         make_env("no_such_module_xyz:Env")
 
 
