@@ -15,7 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: an unpinned torch pulls several GB of CUDA wheels.
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,trackers]'
+	# -qq: setuptools reports every editable install of remapped package dirs (envs/ -> posttrain.envs) as a
+	# warning that asks nothing of the user; errors still print.
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[dev,trackers]'
 	# Optional: bubblewrap is the code sandbox's strongest isolation (docs/rewards.md); never fatal, no prompt.
 	command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; } >/dev/null 2>&1; } || echo "note: bubblewrap not installed; the code sandbox falls back to unshare or rlimits"
 	touch $(STAMP)

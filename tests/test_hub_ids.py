@@ -105,7 +105,9 @@ def test_with_no_network_the_error_is_one_line(tmp_path):
     with socket.socket() as closed:  # bound, never listening: every connection is refused
         closed.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
-        result = posttrain(online_env(endpoint, tmp_path / "hf-home"), *QUICK, "model.path=org/tiny")
+        result = posttrain(
+            online_env(endpoint, tmp_path / "hf-home"), *QUICK, "model.path=org/tiny", f"run.root={tmp_path}/runs"
+        )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: model.path='org/tiny' {FAILED}: the Hub is unreachable (")
     assert result.stderr.endswith("; with the files already cached, set HF_HUB_OFFLINE=1\n")

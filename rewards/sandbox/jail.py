@@ -197,7 +197,9 @@ def _kill_leftovers(job, uid, proc):
         if helper == 0:  # a process with the sandbox uid can signal exactly the sandbox's processes
             with contextlib.suppress(BaseException):
                 os.setuid(uid)
-                os.kill(-1, signal.SIGKILL)
+                for _ in range(500):  # a sweep can miss children forked during it: sweep until none is left
+                    os.kill(-1, signal.SIGKILL)  # raises ProcessLookupError once there is nothing to signal
+                    time.sleep(0.002)
             os._exit(0)
         os.waitpid(helper, 0)
 
