@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 from posttrain.data.instructions import Draft, draft_for, follows, instruction_prompts, topic_of
-from posttrain.data.sources import as_messages, read_records
+from posttrain.data.sources import as_messages, convert_records, read_records
 from posttrain.data.topics import TOPICS
 from posttrain.errors import UserError
 
@@ -47,15 +47,7 @@ def load_preferences(path: str) -> list[Pair]:
             f"{', '.join(dataset.column_names) or 'none'}); preference pairs need 'chosen' and 'rejected', "
             "as messages or text, with an optional 'prompt'"
         )
-    pairs = []
-    for row, record in enumerate(dataset):
-        try:
-            pairs.append(to_pair(record))
-        except ValueError as exc:
-            raise UserError(f"data.path={path!r}, row {row}: {exc}") from None
-    if not pairs:
-        raise UserError(f"data.path={path!r} holds no preference pairs")
-    return pairs
+    return convert_records(path, dataset, to_pair, "preference pairs")
 
 
 def _violation(draft: Draft, instruction_id: str, kwargs: dict[str, Any]) -> Draft:

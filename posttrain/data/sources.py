@@ -3,11 +3,14 @@ split); SFT records as chat messages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from posttrain.errors import UserError
 from posttrain.hub import fetch, is_hub_id
+
+T = TypeVar("T")
 
 Messages = list[dict[str, str]]
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -54,13 +57,18 @@ def read_records(path: str, *, key: str = "data.path") -> Any:
 
 def load_messages(path: str) -> list[Messages]:
     """All records as messages; any unreadable file or malformed record is a `UserError` naming the row."""
-    dataset = read_records(path)
-    samples = []
-    for row, record in enumerate(dataset):
+    return convert_records(path, read_records(path), to_messages, "records")
+
+
+def convert_records(path: str, records: Iterable[Any], convert: Callable[[Any], T], what: str) -> list[T]:
+    """`convert` applied to every record of `path`; a record it refuses (ValueError) is a `UserError` naming its
+    row, and so is a file that yields none."""
+    converted = []
+    for row, record in enumerate(records):
         try:
-            samples.append(to_messages(record))
+            converted.append(convert(record))
         except ValueError as exc:
             raise UserError(f"data.path={path!r}, row {row}: {exc}") from None
-    if not samples:
-        raise UserError(f"data.path={path!r} holds no records")
-    return samples
+    if not converted:
+        raise UserError(f"data.path={path!r} holds no {what}")
+    return converted
