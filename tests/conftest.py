@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # Triton reads TRITON_INTERPRET when a kernel (or triton.language itself) is first imported, so it is set for the
@@ -55,6 +57,22 @@ def run_python(code: str, cwd: Path, *, how: str = "script", timeout: float = 60
     return subprocess.run(
         argv, cwd=cwd, env=cli_env(), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run_until_killed(*args: str, when: Path, timeout: float = 300) -> None:
+    """Start `posttrain <args>` and SIGKILL it as soon as `when` exists; it must not have finished by then."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "posttrain.cli", *args],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout
+    while not when.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
 
 
 @pytest.fixture

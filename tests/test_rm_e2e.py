@@ -4,10 +4,6 @@ independent unbatched forward), resume after SIGKILL, LoRA merged on export, pre
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -18,7 +14,7 @@ from posttrain.data.preferences import synthetic_preferences
 from posttrain.metrics import read_metrics
 from posttrain.models import load_reward_model
 from posttrain.rewards import make_reward
-from tests.conftest import cli_env, run_cli
+from tests.conftest import run_cli, run_until_killed
 
 pytestmark = pytest.mark.slow
 SMALL = ["stage=rm", "logging.progress=off", "trainer.warmup_steps=5"]
@@ -71,19 +67,7 @@ def test_rm_resume_after_sigkill_is_bit_identical(tmp_path):
     assert reference.returncode == 0, reference.stderr
 
     killed_root = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "posttrain.cli", "run", *common, f"run.root={killed_root}"],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = killed_root / "rm" / "checkpoints" / "step-4"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    run_until_killed("run", *common, f"run.root={killed_root}", when=killed_root / "rm" / "checkpoints" / "step-4")
     assert not (killed_root / "rm" / "final").exists()
 
     resumed = run_cli("run", *common, f"run.root={killed_root}", "resume=auto")

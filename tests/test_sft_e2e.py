@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -16,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from posttrain.answers import extract_answer
 from posttrain.data import from_envs
 from posttrain.metrics import read_metrics
-from tests.conftest import cli_env, run_cli
+from tests.conftest import run_cli, run_until_killed
 
 pytestmark = pytest.mark.slow
 SMALL = ["stage=sft", "data.num_train=600", "trainer.batch_size=16", "eval.num_samples=20", "logging.progress=off"]
@@ -90,19 +86,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     assert reference.returncode == 0, reference.stderr
 
     interrupted_root = tmp_path / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "posttrain.cli", "run", *common, f"run.root={interrupted_root}"],
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    checkpoint = interrupted_root / "sft" / "checkpoints" / "step-10"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    step_10 = interrupted_root / "sft" / "checkpoints" / "step-10"
+    run_until_killed("run", *common, f"run.root={interrupted_root}", when=step_10)
     assert not (interrupted_root / "sft" / "final").exists()
 
     resumed = run_cli("run", *common, f"run.root={interrupted_root}", "resume=auto")
