@@ -1,4 +1,4 @@
-"""What both adapters need: global-RNG quarantine, the broken-upstream list, and a cached env listing."""
+"""What both adapters need: a quarantine for upstream code, the broken-upstream list, and a cached env listing."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import random
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
@@ -17,10 +18,14 @@ BROKEN_FILE = Path(__file__).with_name("broken_upstream.json")
 
 
 @contextlib.contextmanager
-def preserve_global_rng() -> Iterator[None]:
-    """Upstream generators reseed the process-wide random/numpy/torch RNGs; put them back afterwards.
+def quarantine_upstream() -> Iterator[None]:
+    """Run upstream generator and scorer code in a throwaway working directory, and put back the
+    process-wide random/numpy/torch RNGs it reseeds.
 
-    In pool workers this is belt and braces; in-process (e.g. `posttrain envs try`) it is what keeps a
+    Some upstream items run dataset programs in-process (reasoning-gym's codeio `exec`s them), and some of
+    those write files (`planet.com`, `*.csv`) into the working directory: the user's, without this. The
+    directory change is process-wide, which is why env code runs in pool workers during training. In pool
+    workers the RNG restore is belt and braces; in-process (e.g. `posttrain envs try`) it is what keeps a
     trainer's RNG stream untouched.
     """
     # Only libraries already imported can hold RNG state the caller relies on; importing torch here
@@ -33,7 +38,8 @@ def preserve_global_rng() -> Iterator[None]:
     saved_cuda = torch.cuda.get_rng_state_all() if torch is not None and torch.cuda.is_initialized() else None
     saved_hash = os.environ.get("PYTHONHASHSEED")
     try:
-        yield
+        with tempfile.TemporaryDirectory(prefix="posttrain-upstream-") as scratch, contextlib.chdir(scratch):
+            yield
     finally:
         random.setstate(saved_py)
         if saved_np is not None:

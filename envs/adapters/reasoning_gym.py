@@ -17,7 +17,7 @@ from __future__ import annotations
 from functools import cache, lru_cache
 from typing import Any
 
-from posttrain.envs.adapters.common import broken_upstream, cached_listing, preserve_global_rng
+from posttrain.envs.adapters.common import broken_upstream, cached_listing, quarantine_upstream
 from posttrain.envs.api import ANSWER_REQUEST, Env, Problem, Verdict
 from posttrain.envs.registry import EnvSpec, suggest_adapter_name
 
@@ -26,7 +26,7 @@ EPS = 1e-9
 
 @cache
 def _factory() -> Any:
-    with preserve_global_rng():  # importing reasoning-gym draws from (and reseeds) the global RNGs
+    with quarantine_upstream():  # importing reasoning-gym draws from (and reseeds) the global RNGs
         import reasoning_gym.factory as factory
 
     return factory
@@ -67,7 +67,7 @@ def _entry(name: str, seed: int, difficulty: int) -> tuple[Any, dict]:
     """(dataset, item) for this seed and level; the dataset object carries the scorer."""
     factory = _factory()
     dataset_cls, config_cls = factory.DATASETS[name]
-    with preserve_global_rng():
+    with quarantine_upstream():
         if factory.has_curriculum(name):
             from reasoning_gym.coaching.base_curriculum import DefaultCurriculumContext, RangeAttributeMode
 
@@ -108,7 +108,7 @@ class ReasoningGymEnv(Env):
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         dataset, item = _entry(self.dataset, int(problem.seed), int(problem.params["level"]))
-        with preserve_global_rng():
+        with quarantine_upstream():
             score = float(dataset.score_answer(answer, item))
         oracle = None if item["answer"] is None else str(item["answer"]).strip()
         padded = oracle is not None and oracle != answer.strip() and oracle in answer

@@ -4,7 +4,7 @@ Difficulty d is d calls of the env's `ParameterController.update()`; when the co
 several parameter sets, the seed picks one. Upstream seeds the global random/numpy/torch RNGs and wraps
 generation in a thread timeout that cannot stop a runaway loop, so:
 
-* generation runs upstream's `_generate` directly inside `preserve_global_rng()`;
+* generation runs upstream's `_generate` directly inside `quarantine_upstream()`;
 * the hard timeout comes from `EnvPool`, which runs adapter calls in killable worker processes.
 
 `verify` regenerates the problem from (seed, difficulty) (cached per process), so a `Problem` carries only
@@ -19,7 +19,7 @@ import random
 from functools import cache, lru_cache
 from typing import Any
 
-from posttrain.envs.adapters.common import broken_upstream, cached_listing, jsonable, preserve_global_rng
+from posttrain.envs.adapters.common import broken_upstream, cached_listing, jsonable, quarantine_upstream
 from posttrain.envs.api import ANSWER_REQUEST, Env, Problem, Verdict
 from posttrain.envs.registry import EnvSpec, suggest_adapter_name
 
@@ -60,7 +60,7 @@ def _upstream(identifier: str, seed: int, difficulty: int) -> tuple[Any, dict]:
     options = controller.get_parameter_list()
     parameter = options[random.Random(f"rlve:{seed}:{difficulty}").randrange(len(options))]
     env = environments[identifier]()
-    with preserve_global_rng():
+    with quarantine_upstream():
         from Gym.environment import manual_seed
 
         env.seed, env.parameter = seed, copy.deepcopy(parameter)
@@ -98,7 +98,7 @@ class RlveEnv(Env):
 
     def check(self, problem: Problem, answer: str) -> Verdict:
         env, _ = _upstream(self.identifier, int(problem.seed) % 2**32, int(problem.difficulty))
-        with preserve_global_rng():
+        with quarantine_upstream():
             try:
                 score = float(env.scorer(f"<answer>{answer}</answer>"))
             except Exception as exc:  # upstream's own wrapper counts any scorer exception as a format error

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,28 @@ def test_rg_verify_reports_a_regenerated_prompt_that_differs():
     problem.prompt = problem.prompt.replace("how many legs", "how few legs")
     verdict = env.verify(problem, f"<answer>{problem.reference}</answer>")
     assert verdict.reward == 0.0 and "not deterministic" in verdict.info["error"]
+
+
+def test_upstream_programs_write_into_a_scratch_directory_not_the_callers(tmp_path, monkeypatch):
+    """reasoning-gym's codeio item builder `exec`s dataset programs in-process, and some write files: this one
+    writes `planet.com` into the working directory. Under the quarantine nothing lands in the caller's."""
+    import gzip
+
+    from reasoning_gym.code.codeio import CodeIODataset
+    from reasoning_gym.data import get_data_file_path
+
+    from posttrain.envs.adapters.common import quarantine_upstream
+
+    with gzip.open(get_data_file_path("codeio.jsonl.gz"), "rt", encoding="utf-8") as f:
+        entry = next(e for e in map(json.loads, f) if "class planetcom" in e["code_sample"])
+    run = CodeIODataset._generate_io_pair  # the upstream builder; it never touches `self`
+
+    monkeypatch.chdir(tmp_path)
+    run(None, entry["code_sample"], entry["input_generator"], random.Random(0))
+    assert (tmp_path / "planet.com").is_file()  # the hazard is real without the quarantine
+    (tmp_path / "planet.com").unlink()
+
+    with quarantine_upstream():
+        run(None, entry["code_sample"], entry["input_generator"], random.Random(0))
+    assert list(tmp_path.iterdir()) == []
+    assert Path.cwd() == tmp_path
