@@ -45,8 +45,9 @@ def sft(root: Path, seed: int, tasks: list[str], extra: list[str]) -> Path:
     return run / "final"
 
 
-def arm(root: Path, name: str, model: Path, seed: int, env: str, overrides: list[str]) -> dict:
-    run = root / f"{name}-{env}-seed{seed}"
+def arm(root: Path, name: str, model: Path, seed: int, env: str, overrides: list[str], tag: str = "") -> dict:
+    """One RL run (reused when its summary exists: the same name, env, seed and tag mean the same run)."""
+    run = root / f"{name}-{env}-seed{seed}{tag}"
     if not (run / "summary.json").is_file():
         posttrain(
             "stage=rlve", f"model.path={model}", f"run.dir={run}", f"seed={seed}", f"envs.names=[{env}]",
@@ -97,7 +98,7 @@ def main() -> int:
     common = list(args.set) + ([f"eval.difficulty={args.eval_difficulty}"] if args.eval_difficulty is not None else [])
     arms = {
         "control": {"rl": [], "shuffled": ["rl.reward_control=shuffle"]},
-        "curriculum": {  # "rl" is the control experiment's arm too (the default curriculum): it runs once
+        "curriculum": {  # "rl" is the default curriculum: the control arm, run apart per eval difficulty
             "rl": [],
             "fixed": ["curriculum.kind=fixed", "curriculum.fixed_difficulty=1"],
         },
@@ -108,7 +109,8 @@ def main() -> int:
         sft_seed = seed if args.sft_seed is None else args.sft_seed
         model = sft(args.root, sft_seed, args.sft_tasks or [args.env], args.sft_set)
         for name, overrides in arms.items():
-            run = arm(args.root, name, model, seed, args.env, [*common, *overrides])
+            tag = f"-d{args.eval_difficulty}" if args.eval_difficulty is not None else ""
+            run = arm(args.root, name, model, seed, args.env, [*common, *overrides], tag)
             results[name].append(run)
     out = args.root / f"{args.experiment}-{args.env}.json"
     out.write_text(json.dumps({"seeds": args.seeds, "arms": arms, "results": results}, indent=2) + "\n")
