@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from posttrain.checkpoint import META_FILE, CheckpointManager, step_of
 from posttrain.config import Config, compose, load_saved, save, to_object
-from posttrain.config.load import user_file_keys
+from posttrain.config.load import read_user_file, user_file_keys
 from posttrain.console import progress_enabled, quiet_library_progress_bars
 from posttrain.errors import UserError
 from posttrain.stagekit import (
@@ -118,12 +118,32 @@ def previous_stage_final(stage: str, kit: Stage, cfg: Config) -> tuple[str, str 
     return str(final), None if (final / "config.json").is_file() else earlier[-1]
 
 
-def build_previous(previous: str, final: str, overrides: Sequence[str]) -> None:
-    """Run `previous` with the shared keys and every stage-scoped override (resuming a partial run)."""
+def build_previous(previous: str, final: str, overrides: Sequence[str], config_file: str | None = None) -> None:
+    """Run `previous` with the shared keys (from the `--config` file, then the command line) and every
+    stage-scoped override (resuming a partial run)."""
     names = {*stage_names(), *ORDER}
     print(f"{final} does not exist: running stage '{previous}' first", flush=True)
     forwarded = [o for o in overrides if o.split("=", 1)[0] in SHARED_KEYS or o.partition(".")[0] in names]
-    run_stage(previous, [*forwarded, "resume=auto"])
+    run_stage(previous, [*_shared_keys_of(config_file), *forwarded, "resume=auto"])
+
+
+def _shared_keys_of(config_file: str | None) -> list[str]:
+    """The file's shared keys (run.root, seed, device, ...) as `key=value` overrides; the file's other keys are
+    the requested stage's, not the previous one's. JSON values parse back unchanged as YAML."""
+    if config_file is None:
+        return []
+    content = OmegaConf.to_container(read_user_file(config_file), resolve=False)
+    found = []
+    for key in SHARED_KEYS:
+        node = content
+        for part in key.split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        if node is not _MISSING:
+            found.append(f"{key}={json.dumps(node)}")
+    return found
+
+
+_MISSING = object()
 
 
 def check_common(cfg: Config) -> None:
@@ -140,8 +160,21 @@ def check_common(cfg: Config) -> None:
 
 
 def _run_sequence(names: Sequence[str], overrides: Sequence[str], config_file: str | None) -> dict:
-    """stage=all or a group: each stage in order, chained by final/. An unscoped key reaches every stage, so it
-    must be read by at least one of them."""
+    """stage=all or a group: each stage in order, chained by final/."""
+    check_sequence_keys(names, overrides, config_file)
+    return {
+        name: run_stage(name, sequence_overrides(i, overrides), config_file, strict=False)
+        for i, name in enumerate(names)
+    }
+
+
+def sequence_stages(stage: str) -> list[str]:
+    """The stages `stage` runs: every stage in order for `all`, a group's members, or itself."""
+    return pipeline() if stage == "all" else list(GROUPS.get(stage, [stage]))
+
+
+def check_sequence_keys(names: Sequence[str], overrides: Sequence[str], config_file: str | None) -> None:
+    """An unscoped key reaches every stage of a sequence, so at least one of them must read it."""
     stages = [get_stage(name) for name in names]
     keys = [item.split("=", 1)[0] for item in overrides]
     for key in [*keys, *(user_file_keys(config_file) if config_file is not None else [])]:
@@ -149,13 +182,13 @@ def _run_sequence(names: Sequence[str], overrides: Sequence[str], config_file: s
             continue
         if all(stage.unread_keys(None, [key]) for stage in stages):
             raise UserError(f"none of the stages {', '.join(names)} reads '{key}'")
-    summaries = {}
-    for i, name in enumerate(names):
-        # run.dir is per stage; a plain model.path is the sequence's start, so only the first stage takes it
-        dropped = ("run.dir=",) if i == 0 else ("run.dir=", "model.path=")
-        kept = [o for o in overrides if not o.startswith(dropped)]
-        summaries[name] = run_stage(name, kept, config_file, strict=False)
-    return summaries
+
+
+def sequence_overrides(position: int, overrides: Sequence[str]) -> list[str]:
+    """The overrides of a sequence's stage at `position`: run.dir is per stage, and a plain model.path is the
+    sequence's start, so only the first stage takes it."""
+    dropped = ("run.dir=",) if position == 0 else ("run.dir=", "model.path=")
+    return [o for o in overrides if not o.startswith(dropped)]
 
 
 def run_pipeline(overrides: Sequence[str], config_file: str | None) -> dict:
@@ -170,20 +203,12 @@ def run_pipeline(overrides: Sequence[str], config_file: str | None) -> dict:
     return summaries
 
 
-def run_stage(
+def checked_config(
     stage: str, overrides: Sequence[str], config_file: str | None = None, *, strict: bool = True
-) -> dict:
-    """Run one stage (or `all`, in pipeline order) and return its summary. `config_file`: a user's YAML, layered
-    between the stage's defaults and `overrides` (for every stage `all` runs). `strict`: a key the stage does not
-    read is an error (under stage=all a key only has to be read by some stage)."""
-    from posttrain.plugins import load_plugins, plugins_in
-
-    load_plugins(plugins_in(overrides))  # before the checks: a plugin may register a stage, env or loss
-    check_stage_name(stage)
-    if stage == "all":
-        return run_pipeline(overrides, config_file)
-    if stage in GROUPS:
-        return _run_sequence(GROUPS[stage], overrides, config_file)
+) -> tuple[DictConfig, Config, Stage]:
+    """(composed config, typed config, stage) after every check that needs no model and no previous stage:
+    what `posttrain config show` prints is what `posttrain run` accepts. A stage's own `check` runs separately
+    (`run` first skips a finished run)."""
     from_file = user_file_keys(config_file) if config_file is not None else []
     mine = scoped_overrides(stage, overrides)
     raw: DictConfig = compose(stage, mine, user_file=config_file)
@@ -193,7 +218,24 @@ def run_stage(
     error = unread_error(kit, raw, [key for key in given if key != "stage"])
     if error is not None:
         raise error
-    cfg = to_object(raw)
+    return raw, to_object(raw), kit
+
+
+def run_stage(
+    stage: str, overrides: Sequence[str], config_file: str | None = None, *, strict: bool = True
+) -> dict:
+    """Run one stage (or `all`, in pipeline order) and return its summary. `config_file`: a user's YAML, layered
+    between the stage's defaults and `overrides` (for every stage `all` runs). `strict`: a key the stage does not
+    read is an error (under stage=all a key only has to be read by some stage)."""
+    from posttrain.plugins import load_plugins, plugins_in
+
+    load_plugins(plugins_in(overrides, config_file))  # before the checks: a plugin may register a stage, env or loss
+    check_stage_name(stage)
+    if stage == "all":
+        return run_pipeline(overrides, config_file)
+    if stage in GROUPS:
+        return _run_sequence(GROUPS[stage], overrides, config_file)
+    raw, cfg, kit = checked_config(stage, overrides, config_file, strict=strict)
     build = None
     if cfg.model.path is None:
         cfg.model.path, build = previous_stage_final(stage, kit, cfg)
@@ -211,10 +253,10 @@ def run_stage(
         raise UserError(f"run.dir={str(run_dir)!r} is not empty and is not a posttrain run; refusing to replace it")
     kit.check(cfg)  # the checks that need no model run before the previous stage's work
     if build is not None:
-        build_previous(build, cfg.model.path, overrides)
+        build_previous(build, cfg.model.path, overrides, config_file)
     for needed, final in kit.needs(cfg):  # e.g. rlhf's reward model
         if not (Path(final) / "config.json").is_file():
-            build_previous(needed, final, overrides)
+            build_previous(needed, final, overrides, config_file)
     check_common(cfg)
     prepared = kit.prepare(cfg)
     if resume_from is not None:

@@ -94,3 +94,75 @@ def test_run_uses_the_file(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 3  # key=value over the file
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["trainer"]["batch_size"] == 4 and saved["data"]["num_train"] == 16  # from the file
+
+
+PLUGIN = (
+    "from posttrain.rl.advantages import register_advantage\n"
+    "@register_advantage('{name}')\n"
+    "def centred(rewards, group_ids):\n"
+    "    return rewards - rewards.mean()\n"
+)
+
+
+@pytest.fixture
+def advantage_plugin(tmp_path):
+    """A plugin file registering an advantage; unregistered afterwards so nothing leaks into other tests."""
+    from posttrain.rl.advantages import ADVANTAGE_REGISTRY
+
+    name = "plugin_centred_advantage"
+    path = tmp_path / "my_plugin.py"
+    path.write_text(PLUGIN.format(name=name))
+    yield name, path
+    ADVANTAGE_REGISTRY.pop(name, None)
+
+
+@pytest.mark.parametrize("where", ["command line", "file"])
+def test_config_show_loads_the_plugins_a_run_would(tmp_path, capsys, advantage_plugin, where):
+    name, plugin = advantage_plugin
+    config = tmp_path / "rl.yaml"
+    lines = [f"rl:\n  advantage: {name}\n"] + ([f"plugins: [{plugin}]\n"] if where == "file" else [])
+    config.write_text("".join(lines))
+    extra = [f"plugins=[{plugin}]"] if where == "command line" else []
+    assert main(["config", "show", "--config", str(config), "stage=rlve", *extra]) == 0, capsys.readouterr().err
+    assert yaml.safe_load(capsys.readouterr().out)["rl"]["advantage"] == name
+
+
+def test_a_stage_built_on_demand_gets_the_files_shared_keys_and_the_command_line_wins(tmp_path, monkeypatch):
+    """`run stage=rlve --config f.yaml` builds sft first: the file's run.root, seed and plugins reach it, its other
+    keys (the requested stage's) do not, and key=value still beats the file."""
+    from posttrain import runner
+
+    config = tmp_path / "f.yaml"
+    config.write_text(f"run:\n  root: {tmp_path}/my runs\nseed: 7\ndevice: cpu\nrl:\n  lr: 0.001\n")
+    calls = []
+    monkeypatch.setattr(runner, "run_stage", lambda stage, overrides: calls.append((stage, overrides)))
+    runner.build_previous("sft", "x/final", ["rl.lr=0.01", "sft.trainer.max_steps=3", "device=auto"], str(config))
+    [(stage, forwarded)] = calls
+    assert stage == "sft"
+    cfg = to_object(compose("sft", runner.scoped_overrides("sft", forwarded)))
+    assert cfg.run.root == f"{tmp_path}/my runs" and cfg.seed == 7  # from the file
+    assert cfg.trainer.max_steps == 3 and cfg.device == "auto"  # the command line, over the file's device: cpu
+    assert not any(item.startswith("rl.") for item in forwarded)  # rlve's keys stay with rlve
+
+
+def test_config_show_refuses_what_run_refuses(capsys):
+    """The checks `run` makes before any work: unread keys and the stage's own checks (registries, envs)."""
+    assert main(["config", "show", "stage=rlve", "trainer.lr=0.1"]) == 2
+    assert capsys.readouterr().err == "error: stage=rlve does not read 'trainer.lr'; use 'rl.lr'\n"
+    assert main(["config", "show", "stage=rlve", "rl.advantage=nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("error: rl.advantage must be one of grpo, maxrl, rloo")
+    assert main(["config", "show", "stage=warmup", "envs.names=[nosuch_env]"]) == 2
+    assert "nosuch_env" in capsys.readouterr().err
+
+
+def test_config_show_of_a_sequence_is_one_document_per_stage(capsys, tmp_path):
+    assert main(["config", "show", "stage=mathcode", "rl.lr=0.003", "model.path=zaya-tiny"]) == 0
+    phase1, phase2 = yaml.safe_load_all(capsys.readouterr().out)
+    assert (phase1["stage"], phase2["stage"]) == ("mathcode_phase1", "mathcode_phase2")
+    assert phase1["rl"]["lr"] == phase2["rl"]["lr"] == 0.003  # an unscoped key reaches every stage
+    assert phase1["model"]["path"] == "zaya-tiny" and phase2["model"]["path"] is None  # only the start takes it
+    assert main(["config", "show", "stage=all"]) == 0
+    shown = [doc["stage"] for doc in yaml.safe_load_all(capsys.readouterr().out)]
+    assert shown[0] == "sft" and shown[-1] == "rlhf" and "rlve" in shown
+    assert main(["config", "show", "stage=all", "rl.nosuch=1"]) == 2
+    assert "rl.nosuch" in capsys.readouterr().err

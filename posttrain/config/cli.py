@@ -30,13 +30,23 @@ def stage_and_overrides(arguments: Sequence[str], config_file: str | None) -> tu
 def _show(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from posttrain.config.load import compose, to_object
-    from posttrain.runner import scoped_overrides
+    from posttrain.plugins import load_plugins, plugins_in
+    from posttrain.runner import check_sequence_keys, checked_config, sequence_overrides, sequence_stages
+    from posttrain.stagekit import check_stage_name
 
     stage, overrides = stage_and_overrides(args.overrides, args.config)
-    raw = compose(stage, scoped_overrides(stage, overrides), user_file=args.config)
-    to_object(raw)  # the range checks: what `config show` prints, `run` accepts
-    print(OmegaConf.to_yaml(raw), end="")
+    load_plugins(plugins_in(overrides, args.config))  # a plugin's stage, env or loss must be known to the checks
+    check_stage_name(stage)
+    names = sequence_stages(stage)
+    if names != [stage]:
+        check_sequence_keys(names, overrides, args.config)
+    shown = []
+    for i, name in enumerate(names):  # stage=all and groups: one YAML document per stage, in run order
+        own = sequence_overrides(i, overrides) if names != [stage] else overrides
+        raw, cfg, kit = checked_config(name, own, args.config, strict=names == [stage])
+        kit.check(cfg)  # run's checks before any work: what `config show` prints, `run` accepts
+        shown.append(OmegaConf.to_yaml(raw))
+    print("---\n".join(shown), end="")
     return 0
 
 
@@ -46,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show = actions.add_parser(
         "show",
         help="print the resolved config: posttrain config show stage=<name> [--config FILE] [key=value ...]",
-        description="Print the config `posttrain run` would use with the same arguments, as YAML, and exit.",
+        description="Print the config `posttrain run` would use with the same arguments, as YAML, and exit "
+        "(stage=all or a group: one YAML document per stage, in run order).",
     )
     show.add_argument("--config", metavar="FILE", help=CONFIG_HELP).complete = shtab.FILE  # type: ignore[attr-defined]
     complete_config_keys(
