@@ -153,6 +153,13 @@ def test_config_show_refuses_what_run_refuses(capsys):
     assert capsys.readouterr().err.startswith("error: rl.advantage must be one of grpo, maxrl, rloo")
     assert main(["config", "show", "stage=warmup", "envs.names=[nosuch_env]"]) == 2
     assert "nosuch_env" in capsys.readouterr().err
+    # rsa.* shapes Markovian RSA rollouts; without them an RL stage reads only the templates, for TTC prompts
+    assert main(["config", "show", "stage=rlve", "rsa.N=3"]) == 2
+    assert capsys.readouterr().err.startswith("error: stage=rlve does not read 'rsa.N'; rsa.* shapes Markovian RSA")
+    assert main(["config", "show", "stage=rlve", "rollout.strategy=markovian_rsa", "rsa.N=4", "rsa.C=2"]) == 0
+    template = "rsa.aggregation_template='{problem} {candidates}'"
+    assert main(["config", "show", "stage=rlve", template]) == 2  # rlve asks no TTC prompts by default
+    assert main(["config", "show", "stage=rlve", "ttc.fraction=0.5", template]) == 0
 
 
 def test_config_show_of_a_sequence_is_one_document_per_stage(capsys, tmp_path):

@@ -68,11 +68,14 @@ class Collector:
         ttc: TTCConfig | None = None,
         candidates: GenerateFn | None = None,
         canary: RepetitionCanary | None = None,
+        templates: RSAConfig | None = None,
     ) -> None:
         """`rsa`: every problem asked by Markovian RSA; `ttc`: that fraction asked as aggregation prompts, with
-        round-0 candidates from `candidates` (an earlier checkpoint's generate) or the policy."""
+        round-0 candidates from `candidates` (an earlier checkpoint's generate) or the policy, worded by
+        `templates`' aggregation and candidate templates (the `rsa` section SFT's aggregation examples used)."""
         self.fleet, self.scorer, self.group_size, self.seed = fleet, scorer, group_size, seed
         self.max_steps, self.rsa, self.ttc, self.candidates, self.canary = max_steps, rsa, ttc, candidates, canary
+        self.templates = templates or RSAConfig()
 
     def collect(self, problems: Sequence[Problem], step: int, attempt: int) -> tuple[list[Sample], dict[str, float]]:
         """Scored samples for `problems`, and the time split; group ids are unique within (step, attempt)."""
@@ -142,6 +145,8 @@ class Collector:
             final_temperature=sampling.temperature,
             final_top_p=sampling.top_p,
             train_rounds=[1],
+            aggregation_template=self.templates.aggregation_template,
+            candidate_template=self.templates.candidate_template,
         )
 
     @staticmethod

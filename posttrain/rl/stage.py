@@ -68,6 +68,10 @@ class RLStage(Stage):
         if cfg is not None and not cfg.problems.datasets:
             hint = "rewards.* grade prompt datasets (problems.datasets); env problems are graded by their envs"
             unread += [(k, hint) for k in keys if k.startswith("rewards.") and not k.startswith("rewards.shaping")]
+        if cfg is not None and cfg.rollout.strategy != "markovian_rsa":  # TTC prompts take only rsa's templates
+            templates = ("rsa.aggregation_template", "rsa.candidate_template") if cfg.ttc.fraction > 0 else ()
+            hint = "rsa.* shapes Markovian RSA rollouts (rollout.strategy=markovian_rsa); TTC prompts use ttc.*"
+            unread += [(k, hint) for k in keys if k.startswith("rsa.") and k not in templates]
         return unread
 
     def check(self, cfg: Config) -> None:
@@ -360,6 +364,7 @@ def build_collector(cfg: Config, fleet: Any, scorer: Any, candidates: Any):
         ttc=cfg.ttc if cfg.ttc.fraction > 0 else None,
         candidates=candidates.generate if candidates is not None else None,
         canary=RepetitionCanary(threshold=threshold) if threshold > 0 else None,
+        templates=cfg.rsa,
     )
 
 

@@ -14,7 +14,7 @@ from posttrain.envs import EnvPool, EnvsConfig, make_curriculum, make_env
 from posttrain.envs.config import CurriculumConfig
 from posttrain.rewards.shaping import RepetitionCanary
 from posttrain.rl.collect import Collector
-from posttrain.rl.config import RLConfig
+from posttrain.rl.config import RLConfig, TTCConfig
 from posttrain.rl.learner import Learner
 from posttrain.rl.loop import RLLoop, RLParts
 from posttrain.rl.scoring import EnvScorer, score_with_canary
@@ -72,10 +72,10 @@ def fleet():
     return LocalFleet("zaya-tiny", RolloutConfig(backend="local", max_new_tokens=8, batch_size=64), device="cpu")
 
 
-def collect(fleet, pool, *, seed=0, group_size=8, batch_size=64, rsa=None):
+def collect(fleet, pool, *, seed=0, group_size=8, batch_size=64, rsa=None, **options):
     fleet.cfg = replace(fleet.cfg, batch_size=batch_size)
     problems = CurriculumSource(one_digit_sums(seed=5), pool).draw(3)
-    collector = Collector(fleet, EnvScorer(pool), group_size=group_size, seed=seed, max_steps=1, rsa=rsa)
+    collector = Collector(fleet, EnvScorer(pool), group_size=group_size, seed=seed, max_steps=1, rsa=rsa, **options)
     return collector.collect(problems, step=1, attempt=0)[0]
 
 
@@ -109,3 +109,14 @@ def test_in_sync_mode_the_learner_scores_every_trained_rsa_round_as_it_was_sampl
     final = next(s for s in samples if s.round == 1)
     expected = teacher_forced_logprobs(learner.model, final.rollout.prompt_ids, final.rollout.completion_ids, 0.6)
     torch.testing.assert_close(torch.tensor(final.rollout.logprobs), expected, atol=1e-6, rtol=0)
+
+
+def test_ttc_aggregation_prompts_use_the_rsa_sections_templates(fleet, pool):
+    """An SFT model taught to aggregate with a custom `rsa.aggregation_template` is RL'd on the same wording."""
+    ttc = TTCConfig(fraction=1.0, candidates=4, C=2, tau=4)
+    custom = RSAConfig(aggregation_template="MERGE {count}: {problem} || {candidates}", candidate_template="<{tail}>")
+    for templates, marker in ((custom, "MERGE 2: "), (None, "closing parts of 2 earlier attempts")):
+        trained = [s for s in collect(fleet, pool, group_size=4, ttc=ttc, templates=templates) if s.round == 1]
+        assert len(trained) == 3 * 4  # every problem asked as an aggregation prompt, a group of 4 each
+        prompts = [fleet.tokenizer.decode(s.rollout.prompt_ids) for s in trained]
+        assert all(marker in text for text in prompts)
