@@ -20,13 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import subprocess
 import sys
 from pathlib import Path
-
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def posttrain(*args: str) -> None:
@@ -68,10 +64,11 @@ def arm(root: Path, name: str, model: Path, seed: int, env: str, overrides: list
 
 
 def interval(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{100 * values[0]:+.1f}"
-    half = T95[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-    return f"{100 * statistics.mean(values):+.1f} ± {100 * half:.1f}"
+    """Percentage points: the mean over seeds ± its 95% t-interval."""
+    from posttrain.evaluation import mean_interval
+
+    mean, half = mean_interval(values)
+    return f"{100 * mean:+.1f}" if len(values) < 2 else f"{100 * mean:+.1f} ± {100 * half:.1f}"
 
 
 def report(results: dict[str, list[dict]], title: str) -> None:

@@ -133,15 +133,25 @@ def best(row: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return max(scored, key=lambda item: item[1]["pass@1"])
 
 
-def paired_gain(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
-    """Mean per-prompt difference and its 95% half-width (normal approximation over the prompts)."""
-    diffs = [a - b for a, b in zip(after, before, strict=True)]
-    n = len(diffs)
+# Two-sided 95% quantiles of Student's t by degrees of freedom; beyond the table the normal 1.96 is within 3%.
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% half-width (Student's t, so a handful of seeds gets an honest, wide interval)."""
+    n = len(values)
     if n < 2:
-        return (diffs[0] if diffs else 0.0), float("nan")
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    return mean, 1.96 * sd / math.sqrt(n)
+        return (values[0] if values else 0.0), float("nan")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    t = T95[max(k for k in T95 if k <= n - 1)] if n - 1 <= 30 else 1.96
+    return mean, t * sd / math.sqrt(n)
+
+
+def paired_gain(before: Sequence[float], after: Sequence[float]) -> tuple[float, float]:
+    """Mean per-prompt difference and its 95% half-width."""
+    return mean_interval([a - b for a, b in zip(after, before, strict=True)])
 
 
 def comparison(before: dict, after: dict, train_label: str) -> dict[str, dict[str, Any]]:

@@ -91,7 +91,18 @@ def test_paired_gain_and_its_interval():
     gain, half = paired_gain([0.0, 0.5, 1.0, 0.5], [0.5, 0.5, 1.0, 1.0])
     assert gain == pytest.approx(0.25)
     sd = (sum((d - 0.25) ** 2 for d in (0.5, 0.0, 0.0, 0.5)) / 3) ** 0.5
-    assert half == pytest.approx(1.96 * sd / 2)
+    assert half == pytest.approx(3.182 * sd / 2)  # Student's t, 3 degrees of freedom (printed tables: 3.182)
+    # 200 prompts, half of them gained a point: the normal quantile, sd of a 0/1 half-and-half variable
+    gain, half = paired_gain([0.0] * 200, [1.0, 0.0] * 100)
+    assert gain == pytest.approx(0.5)
+    assert half == pytest.approx(1.96 * (50 / 199) ** 0.5 / 200**0.5)
+
+
+def test_seed_means_get_students_t_not_the_normal_quantile():
+    from posttrain.evaluation import mean_interval
+
+    assert mean_interval([1.0, 2.0, 3.0]) == pytest.approx((2.0, 4.303 * 1.0 / 3**0.5))  # t(2) = 4.303
+    assert mean_interval([5.0])[0] == 5.0
 
 
 @pytest.fixture(scope="module")
