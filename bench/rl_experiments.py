@@ -5,9 +5,11 @@ RL stages' defaults and docs/rl.md's "What RL does to zaya-tiny", run through th
     .venv/bin/python bench/rl_experiments.py curriculum --env add --seeds 0 1 2 --eval-difficulty 2
     .venv/bin/python bench/rl_experiments.py screen --env add --seed 0 \
         --arm 'body=rl.param_groups=[]' --arm 'norm=rl.param_groups=[{match: "^model\.norm\.weight$", lr: 0.05}]'
+    .venv/bin/python bench/rl_experiments.py screen --stage rlhf --model runs/mathcode_phase2/final \
+        --eval-set data:instructions --set run.root=runs --arm 'lr1e-4=rl.lr=1e-4'   # make demo's rm, any stage
 
-Every arm is `posttrain run stage=rlve` from the same SFT model per seed (built once, under --root; or one SFT
-model for every seed with --sft-seed), scored by
+Every arm is `posttrain run stage=<--stage>` (rlve by default) from the same start model: --model, or an SFT
+model per seed on --env (built once, under --root; or one SFT model for every seed with --sft-seed), scored by
 the stage's own before/after report: pass@1 over a temperature sweep, so "gain" is the trained model at its
 best temperature against the SFT model at *its* best temperature, on held-out prompts.
 * control: RL against the same run with its rewards shuffled across the batch (rl.reward_control=shuffle);
@@ -41,24 +43,25 @@ def sft(root: Path, seed: int, tasks: list[str], extra: list[str]) -> Path:
     return run / "final"
 
 
-def arm(root: Path, name: str, model: Path, seed: int, env: str, overrides: list[str], tag: str = "") -> dict:
-    """One RL run (reused when its summary exists: the same name, env, seed and tag mean the same run)."""
-    run = root / f"{name}-{env}-seed{seed}{tag}"
+def arm(args: argparse.Namespace, name: str, model: Path, seed: int, overrides: list[str], tag: str = "") -> dict:
+    """One RL run (reused when its summary exists: the same name, set, seed and tag mean the same run)."""
+    run = args.root / f"{name}-{args.eval_set.replace(':', '_')}-seed{seed}{tag}"
     if not (run / "summary.json").is_file():
         posttrain(
-            "stage=rlve", f"model.path={model}", f"run.dir={run}", f"seed={seed}", f"envs.names=[{env}]",
-            "run.overwrite=true", *overrides,
+            f"stage={args.stage}", f"model.path={model}", f"run.dir={run}", f"seed={seed}", "run.overwrite=true",
+            *([f"envs.names=[{args.env}]"] if args.env else []), *overrides,
         )  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
-    row = summary["comparison"][env]
+    key = args.eval_set
+    row = summary["comparison"][key]
     return {
         "gain": row["gain_over_best_baseline"],
         "before_best": row["best_before"]["pass@1"],
         "after_best": row["best_after"]["pass@1"],
         "before_T1": row["train_temperature"]["before"],
         "after_T1": row["train_temperature"]["after"],
-        "before_greedy": summary["before"][env]["greedy"]["pass@1"],
-        "after_greedy": summary["after"][env]["greedy"]["pass@1"],
+        "before_greedy": summary["before"][key]["greedy"]["pass@1"],
+        "after_greedy": summary["after"][key]["greedy"]["pass@1"],
         "best_after_T": row["best_after"]["temperature"],
     }
 
@@ -82,7 +85,10 @@ def report(results: dict[str, list[dict]], title: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=["control", "curriculum", "screen"])
-    parser.add_argument("--env", default="add")
+    parser.add_argument("--stage", default="rlve", help="the RL stage every arm runs")
+    parser.add_argument("--env", default=None, help="train on this env (envs.names) and SFT on it")
+    parser.add_argument("--model", type=Path, default=None, help="start every arm here instead of an SFT model")
+    parser.add_argument("--eval-set", default=None, help="the report's set the table reads (default: --env)")
     parser.add_argument("--sft-tasks", nargs="+", default=None, help="SFT data.tasks (default: the env)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--sft-seed", type=int, default=None, help="one SFT model (this seed) for every RL seed")
@@ -92,6 +98,9 @@ def main() -> int:
     parser.add_argument("--sft-set", action="append", default=[], help="key=value for the SFT runs")
     parser.add_argument("--arm", action="append", default=[], help="screen: name=key=value[;key=value...]")
     args = parser.parse_args()
+    args.eval_set = args.eval_set or args.env
+    if args.eval_set is None or (args.model is None and args.env is None):
+        parser.error("give --env (an SFT model per seed is trained on it), or --model and --eval-set")
     common = list(args.set) + ([f"eval.difficulty={args.eval_difficulty}"] if args.eval_difficulty is not None else [])
     arms = {
         "control": {"rl": [], "shuffled": ["rl.reward_control=shuffle"]},
@@ -104,14 +113,13 @@ def main() -> int:
     results: dict[str, list[dict]] = {name: [] for name in arms}
     for seed in args.seeds:
         sft_seed = seed if args.sft_seed is None else args.sft_seed
-        model = sft(args.root, sft_seed, args.sft_tasks or [args.env], args.sft_set)
+        model = args.model or sft(args.root, sft_seed, args.sft_tasks or [args.env], args.sft_set)
         for name, overrides in arms.items():
             tag = f"-d{args.eval_difficulty}" if args.eval_difficulty is not None else ""
-            run = arm(args.root, name, model, seed, args.env, [*common, *overrides], tag)
-            results[name].append(run)
-    out = args.root / f"{args.experiment}-{args.env}.json"
+            results[name].append(arm(args, name, model, seed, [*common, *overrides], tag))
+    out = args.root / f"{args.experiment}-{args.eval_set.replace(':', '_')}.json"
     out.write_text(json.dumps({"seeds": args.seeds, "arms": arms, "results": results}, indent=2) + "\n")
-    report(results, f"{args.experiment} on {args.env}, seeds {args.seeds}")
+    report(results, f"{args.experiment} on {args.eval_set} (stage={args.stage}), seeds {args.seeds}")
     return 0
 
 
