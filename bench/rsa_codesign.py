@@ -15,7 +15,9 @@ answers the same held-out prompts (never trained on) five ways, all through `run
 
 Generated tokens per problem are counted for every method (all rounds for RSA), so RSA is compared with
 single sampling at equal tokens: majority@K drew the same number of samples, of about the same length.
-Means over seeds carry a 95% t-interval; per-seed rows and tokens go to <root>/codesign-<env>.json.
+Means over seeds carry a 95% t-interval; per-seed rows and tokens go to <root>/codesign-<env>.json, and each
+model's evaluation is kept next to it (codesign-eval.json), so seeds may run as separate processes
+(`--seeds 1`, `--seeds 2`) and a last run with every seed only prints the table.
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ def evaluate(model: Path, args: argparse.Namespace, seed: int) -> dict[str, dict
     return results
 
 
+def cached_evaluation(model: Path, args: argparse.Namespace, seed: int) -> dict[str, dict[str, float]]:
+    """`evaluate`, kept next to the model under the settings that produced it, so seeds can run as separate
+    processes and a last run with every seed only prints the table."""
+    keys = ("env", "N", "C", "rounds", "beta", "difficulty", "problems")
+    settings = {key: getattr(args, key) for key in keys} | {"seed": seed}
+    path = model.parent / "codesign-eval.json"
+    if path.is_file() and (saved := json.loads(path.read_text()))["settings"] == settings:
+        return saved["results"]
+    results = evaluate(model, args, seed)
+    path.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
+    return results
+
+
 def _majority_accuracy(problems, finals, pool) -> float:
     from posttrain.rollout.markovian_rsa import RSATree
 
@@ -149,7 +164,7 @@ def main() -> int:
         for arm, extra in arms.items():
             model = sft(args.root, arm, seed, args.env, extra)
             print(f"{arm}, seed {seed}: {model}", flush=True)
-            results[arm].append(evaluate(model, args, seed))
+            results[arm].append(cached_evaluation(model, args, seed))
     out = args.root / f"codesign-{args.env}.json"
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2))
     report(results, args.rounds, args.N)
