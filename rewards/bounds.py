@@ -34,6 +34,8 @@ def spec_range(spec: Any) -> tuple[float, float]:
     """(low, high) of one `{name, weight, kwargs}` spec, weight applied."""
     name = str(_field(spec, "name"))
     low, high = RANGES.get(name) or _declared(name)
+    if name == "reward_model" and (_field(spec, "kwargs") or {}).get("sigmoid"):
+        low, high = 0.0, 1.0  # squashed
     weight = float(_field(spec, "weight", 1.0))
     return (weight * low, weight * high) if weight >= 0 else (weight * high, weight * low)
 
@@ -51,6 +53,21 @@ def _declared(name: str) -> tuple[float, float]:
         _load_builtins()
         target = _REGISTRY.get(name)
     return tuple(getattr(target, "score_range", UNBOUNDED))
+
+
+def gate_error(config: Any) -> str | None:
+    """A gate gives closed (failing) samples 0; components that can score below 0 would then pay a sample that
+    passes the gate less than one that fails it, and RL would learn to fail. None when the gate is sound."""
+    if getattr(config, "gate", None) is None:
+        return None
+    floor = sum(spec_range(c)[0] for c in config.components)
+    if floor >= 0:
+        return None
+    return (
+        f"rewards.gate gives failing samples 0, but rewards.components can score as low as {floor:g}, so a sample "
+        "that passes the gate could earn less than one that fails it; bound them at 0 (reward_model: "
+        "kwargs.sigmoid=true)"
+    )
 
 
 def reward_floor(config: Any) -> float:

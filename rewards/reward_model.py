@@ -100,11 +100,18 @@ def preference_wins(scorer: RewardModelScorer, pairs: Sequence[dict[str, Any]]) 
 
 @register_reward("reward_model")
 class RewardModelReward:
-    """The reward model's scalar output, optionally standardised within the batch."""
+    """The reward model's scalar output: raw (a Bradley-Terry logit, any sign), standardised within the batch
+    (`normalize`), or squashed to (0, 1) (`sigmoid`), which a gate needs: its closed value 0 must rank below
+    every open sample, or a sample that passes the checker but scores a negative logit earns less than one
+    that fails it."""
 
-    def __init__(self, *, path: str, batch_size: int = 8, max_length: int = 1024, normalize: bool = False) -> None:
+    def __init__(
+        self, *, path: str, batch_size: int = 8, max_length: int = 1024, normalize: bool = False, sigmoid: bool = False
+    ) -> None:
+        if normalize and sigmoid:
+            raise ValueError("reward_model: choose normalize or sigmoid, not both")
         self.scorer = RewardModelScorer(path, batch_size=batch_size, max_length=max_length)
-        self.normalize = normalize
+        self.normalize, self.sigmoid = normalize, sigmoid
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], **columns: Any) -> RewardOutput:
         if not completions:
@@ -114,4 +121,6 @@ class RewardModelReward:
         if self.normalize and len(raw) > 1:
             std = torch.tensor(raw).std().item() or 1.0
             scores = [(r - mean(raw)) / std for r in raw]
+        elif self.sigmoid:
+            scores = torch.sigmoid(torch.tensor(raw, dtype=torch.float64)).tolist()
         return RewardOutput(scores, {"reward_model/raw_mean": mean(raw)})

@@ -236,7 +236,14 @@ def check_trained_sampling(cfg: Config) -> None:
 
 
 def check_reward_floor(cfg: Config, envs: list[str]) -> None:
-    """`maxrl` divides by the group mean reward: refuse, up front, any scorer that can give a negative reward."""
+    """`maxrl` divides by the group mean reward: refuse, up front, any scorer that can give a negative reward;
+    and a gate whose closed value 0 is not below what its components can score."""
+    if any(spec.reward is None for spec in cfg.problems.datasets):
+        from posttrain.rewards.bounds import gate_error
+
+        error = gate_error(cfg.rewards)
+        if error is not None:
+            raise UserError(error)
     if cfg.rl.advantage != "maxrl":
         return
     from posttrain.envs import make_env

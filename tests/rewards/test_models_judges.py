@@ -55,6 +55,32 @@ def test_reward_model_scores_match_an_unbatched_forward(tiny_rm: Path) -> None:
     assert len(set(batched.scores)) == 3
 
 
+def test_sigmoid_squashes_the_reward_models_logit_into_0_1(tiny_rm: Path) -> None:
+    import math
+
+    prompts, completions = ["Say hi", "x"], ["hello", "\x00 no"]
+    raw = make_reward("reward_model", path=str(tiny_rm))(prompts, completions).scores
+    squashed = make_reward("reward_model", path=str(tiny_rm), sigmoid=True)(prompts, completions).scores
+    assert squashed == pytest.approx([1 / (1 + math.exp(-r)) for r in raw], abs=1e-9)
+    with pytest.raises(ValueError, match="normalize or sigmoid"):
+        make_reward("reward_model", path=str(tiny_rm), sigmoid=True, normalize=True)
+
+
+def test_a_gate_over_components_that_can_score_below_its_closed_0_is_refused() -> None:
+    """A passing sample with a negative raw logit would earn less than a failing one (0)."""
+    from posttrain.rewards.bounds import gate_error
+    from posttrain.rewards.config import RewardsConfig, RewardSpec
+
+    def rewards(**kwargs):
+        return RewardsConfig(components=[RewardSpec("reward_model", kwargs=kwargs)], gate=RewardSpec("ifeval"))
+
+    assert "can score as low as -inf" in gate_error(rewards(path="rm"))
+    assert gate_error(rewards(path="rm", sigmoid=True)) is None
+    assert gate_error(RewardsConfig(components=[RewardSpec("reward_model", kwargs={"path": "rm"})])) is None  # no gate
+    shifted = RewardsConfig(components=[RewardSpec("ifeval", weight=-1.0)], gate=RewardSpec("ifeval"))
+    assert "as low as -1" in gate_error(shifted)
+
+
 def test_reward_model_rejects_multi_label_checkpoints(tiny_rm: Path, tmp_path: Path) -> None:
     config = LlamaConfig.from_pretrained(tiny_rm)
     config.num_labels = 2
