@@ -160,6 +160,7 @@ def test_config_show_refuses_what_run_refuses(capsys):
     template = "rsa.aggregation_template='{problem} {candidates}'"
     assert main(["config", "show", "stage=rlve", template]) == 2  # rlve asks no TTC prompts by default
     assert main(["config", "show", "stage=rlve", "ttc.fraction=0.5", template]) == 0
+    capsys.readouterr()
     raw_logit = "rewards.components=[{name: reward_model, kwargs: {path: rm}}]"  # under rlhf's ifeval gate
     assert main(["config", "show", "stage=rlhf", raw_logit]) == 2
     assert capsys.readouterr().err.startswith("error: rewards.gate gives failing samples 0, but rewards.components")
