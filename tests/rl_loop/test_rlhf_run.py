@@ -44,19 +44,21 @@ def test_rlhf_trains_its_reward_model_reports_behaviour_and_resumes(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "rlhf" / "metrics.jsonl")] == [1, 2, 3]
 
 
+RAW_LOGIT = "rewards.components=[{name: reward_model, kwargs: {path: rm}}]"
+
+
 @pytest.mark.parametrize(
-    ("override", "message"),
+    ("overrides", "message"),
     [
-        ("rewards.components=[{name: reward_model, kwargs: {path: /no/such/rm}}]", "'/no/such/rm' is neither"),
-        (
-            "rewards.components=[{name: judge, kwargs: {base_url: 'http://127.0.0.1:9/v1', model: x}}]",
-            "judge",
-        ),
-        ("rl.advantage=maxrl", "maxrl needs rewards >= 0"),
+        (["rewards.components=[{name: reward_model, kwargs: {path: /no/such/rm, sigmoid: true}}]"], "is neither"),
+        (["rewards.components=[{name: judge, kwargs: {base_url: 'http://127.0.0.1:9/v1', model: x}}]"], "judge"),
+        # a raw logit under the checker gate: a passing sample could earn less than a failing one's 0
+        ([RAW_LOGIT], "rewards.gate gives failing samples 0"),
+        (["rl.advantage=maxrl", "rewards.gate=null", RAW_LOGIT], "maxrl needs rewards >= 0"),
     ],
 )
-def test_bad_rewards_are_one_line_before_any_work(override, message, tmp_path, capsys):
-    code = main(["run", *TOY, f"run.root={tmp_path}", override])
+def test_bad_rewards_are_one_line_before_any_work(overrides, message, tmp_path, capsys):
+    code = main(["run", *TOY, f"run.root={tmp_path}", *overrides])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "rlhf").exists()
