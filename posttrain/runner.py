@@ -159,36 +159,32 @@ def check_common(cfg: Config) -> None:
         check_targets(cfg.model.path, cfg.model.lora)
 
 
-def _run_sequence(names: Sequence[str], overrides: Sequence[str], config_file: str | None) -> dict:
+def _run_sequence(stage: str, overrides: Sequence[str], config_file: str | None) -> dict:
     """stage=all or a group: each stage in order, chained by final/."""
-    check_sequence_keys(names, overrides, config_file)
-    return {
-        name: run_stage(name, sequence_overrides(i, overrides), config_file, strict=False)
-        for i, name in enumerate(names)
-    }
+    plan = stage_plan(stage, overrides, config_file)
+    return {name: run_stage(name, own, config_file, strict=strict) for name, own, strict in plan}
 
 
-def sequence_stages(stage: str) -> list[str]:
-    """The stages `stage` runs: every stage in order for `all`, a group's members, or itself."""
-    return pipeline() if stage == "all" else list(GROUPS.get(stage, [stage]))
-
-
-def check_sequence_keys(names: Sequence[str], overrides: Sequence[str], config_file: str | None) -> None:
-    """An unscoped key reaches every stage of a sequence, so at least one of them must read it."""
+def stage_plan(stage: str, overrides: Sequence[str], config_file: str | None) -> list[tuple[str, list[str], bool]]:
+    """(stage, its overrides, strict) for each stage `stage` runs, in order: itself, a group's members, or every
+    stage for `all`. In a sequence an unscoped key reaches every stage, so one of them must read it (checked
+    here); run.dir is per stage; a plain model.path is the sequence's start, so only the first stage takes it;
+    and a stage is not strict about keys another stage reads."""
+    names = pipeline() if stage == "all" else list(GROUPS.get(stage, [stage]))
+    if names == [stage]:
+        return [(stage, list(overrides), True)]
     stages = [get_stage(name) for name in names]
     keys = [item.split("=", 1)[0] for item in overrides]
     for key in [*keys, *(user_file_keys(config_file) if config_file is not None else [])]:
         if key.partition(".")[0] in {*stage_names(), *ORDER, *GROUPS} or key == "stage":
             continue
-        if all(stage.unread_keys(None, [key]) for stage in stages):
+        if all(kit.unread_keys(None, [key]) for kit in stages):
             raise UserError(f"none of the stages {', '.join(names)} reads '{key}'")
-
-
-def sequence_overrides(position: int, overrides: Sequence[str]) -> list[str]:
-    """The overrides of a sequence's stage at `position`: run.dir is per stage, and a plain model.path is the
-    sequence's start, so only the first stage takes it."""
-    dropped = ("run.dir=",) if position == 0 else ("run.dir=", "model.path=")
-    return [o for o in overrides if not o.startswith(dropped)]
+    plan = []
+    for position, name in enumerate(names):
+        dropped = ("run.dir=",) if position == 0 else ("run.dir=", "model.path=")
+        plan.append((name, [o for o in overrides if not o.startswith(dropped)], False))
+    return plan
 
 
 def run_pipeline(overrides: Sequence[str], config_file: str | None) -> dict:
@@ -196,7 +192,7 @@ def run_pipeline(overrides: Sequence[str], config_file: str | None) -> dict:
     from posttrain.pipeline_report import pipeline_report
 
     names = pipeline()
-    summaries = _run_sequence(names, overrides, config_file)
+    summaries = _run_sequence("all", overrides, config_file)
     root = Path(summaries[names[0]]["final"]).parents[1]
     start = str(load_saved(root / names[0] / "config.yaml").model.path)
     summaries["pipeline"] = pipeline_report(root, names, start)
@@ -234,7 +230,7 @@ def run_stage(
     if stage == "all":
         return run_pipeline(overrides, config_file)
     if stage in GROUPS:
-        return _run_sequence(GROUPS[stage], overrides, config_file)
+        return _run_sequence(stage, overrides, config_file)
     raw, cfg, kit = checked_config(stage, overrides, config_file, strict=strict)
     build = None
     if cfg.model.path is None:

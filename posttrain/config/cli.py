@@ -31,19 +31,15 @@ def _show(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
     from posttrain.plugins import load_plugins, plugins_in
-    from posttrain.runner import check_sequence_keys, checked_config, sequence_overrides, sequence_stages
+    from posttrain.runner import checked_config, stage_plan
     from posttrain.stagekit import check_stage_name
 
     stage, overrides = stage_and_overrides(args.overrides, args.config)
     load_plugins(plugins_in(overrides, args.config))  # a plugin's stage, env or loss must be known to the checks
     check_stage_name(stage)
-    names = sequence_stages(stage)
-    if names != [stage]:
-        check_sequence_keys(names, overrides, args.config)
     shown = []
-    for i, name in enumerate(names):  # stage=all and groups: one YAML document per stage, in run order
-        own = sequence_overrides(i, overrides) if names != [stage] else overrides
-        raw, cfg, kit = checked_config(name, own, args.config, strict=names == [stage])
+    for name, own, strict in stage_plan(stage, overrides, args.config):  # stage=all, groups: a document each
+        raw, cfg, kit = checked_config(name, own, args.config, strict=strict)
         kit.check(cfg)  # run's checks before any work: what `config show` prints, `run` accepts
         shown.append(OmegaConf.to_yaml(raw))
     print("---\n".join(shown), end="")
