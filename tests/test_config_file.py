@@ -177,3 +177,5 @@ def test_config_show_of_a_sequence_is_one_document_per_stage(capsys, tmp_path):
     assert shown[0] == "sft" and shown[-1] == "rlhf" and "rlve" in shown
     assert main(["config", "show", "stage=all", "rl.nosuch=1"]) == 2
     assert "rl.nosuch" in capsys.readouterr().err
+    assert main(["config", "show", "stage=mathcode", "trainer.lr=0.1"]) == 2  # a key no stage of the group reads
+    assert capsys.readouterr().err == "error: none of the stages mathcode_phase1, mathcode_phase2 reads 'trainer.lr'\n"
