@@ -55,12 +55,17 @@ def _declared(name: str) -> tuple[float, float]:
     return tuple(getattr(target, "score_range", UNBOUNDED))
 
 
+def _components_floor(config: Any) -> float:
+    """Lowest weighted sum the components of a `RewardsConfig` can give, before gate and shaping."""
+    return sum(spec_range(c)[0] for c in config.components)
+
+
 def gate_error(config: Any) -> str | None:
     """A gate gives closed (failing) samples 0; components that can score below 0 would then pay a sample that
     passes the gate less than one that fails it, and RL would learn to fail. None when the gate is sound."""
     if getattr(config, "gate", None) is None:
         return None
-    floor = sum(spec_range(c)[0] for c in config.components)
+    floor = _components_floor(config)
     if floor >= 0:
         return None
     return (
@@ -74,7 +79,7 @@ def reward_floor(config: Any) -> float:
     """Lowest reward a `RewardsConfig` (as `build_reward` assembles it) or a single spec can give."""
     if not hasattr(config, "components"):
         return spec_range(config)[0]
-    floor = sum(spec_range(c)[0] for c in config.components)
+    floor = _components_floor(config)
     if config.gate is not None:
         floor = min(floor, 0.0)  # a closed gate gives 0
     if config.shaping.overlong_max_length > 0:
