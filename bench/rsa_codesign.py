@@ -25,23 +25,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 
 def sft(root: Path, arm: str, seed: int, env: str, extra: list[str]) -> Path:
     """The arm's SFT model for this seed, trained once."""
+    from rl_experiments import posttrain  # a sibling in bench/: the CLI as a user runs it
+
     run = root / f"sft-{arm}-{env}-seed{seed}"
     if not (run / "final" / "config.json").is_file():
-        command = [
-            sys.executable, "-m", "posttrain.cli", "run", "stage=sft", f"run.dir={run}", f"seed={seed}",
-            f"data.tasks=[{env}]", "run.overwrite=true", "logging.progress=off", *extra,
-        ]  # fmt: skip
-        print("$ posttrain run " + " ".join(command[4:]), flush=True)
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.exit(f"failed:\n{done.stderr[-3000:]}")
+        posttrain("stage=sft", f"run.dir={run}", f"seed={seed}", f"data.tasks=[{env}]", "run.overwrite=true", *extra)
     return run / "final"
 
 
@@ -81,7 +75,9 @@ def evaluate(model: Path, args: argparse.Namespace, seed: int) -> dict[str, dict
                 for t in args.rounds:
                     k = args.N * (t + 1)
                     row[f"majority@{k}"] = _majority_accuracy(problems, [tree.final[:k] for tree in trees], pool)
-                    row[f"tokens@{k}"] = tokens * k / widest
+                    row[f"tokens@{k}"] = statistics.mean(
+                        sum(len(c.rollout.completion_ids) for c in tree.final[:k]) for tree in trees
+                    )
             elif name.startswith("rsa"):
                 row["majority"] = _majority_accuracy(problems, [tree.final for tree in trees], pool)
             results[name] = row
