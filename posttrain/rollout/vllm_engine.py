@@ -26,9 +26,9 @@ import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -141,25 +141,26 @@ class VLLMEngine(Engine):
             reason = "length"
         else:  # vLLM says "stop" for both; stop_reason holds the stop string, None for EOS
             reason = "stop" if isinstance(sample.stop_reason, str) else "eos"
-        extra = {}
-        if self.routing and "routing" in {f.name for f in fields(Completion)}:
-            extra["routing"] = sequence_routing(output, len(ids))
-        return Completion(token_ids=ids, text=sample.text, logprobs=logprobs, finish_reason=reason, **extra)
+        routing = completion_routing(output, len(ids)) if self.routing else None
+        return Completion(token_ids=ids, text=sample.text, logprobs=logprobs, finish_reason=reason, routing=routing)
 
 
-def sequence_routing(output: Any, completion_length: int) -> list[list[int]] | None:
-    """The top-1 class each MoE layer chose at every position of prompt + completion, [positions][layers], from
-    vLLM's `prompt_routed_experts` and `routed_experts`; positions vLLM did not report (the last sampled token
-    is never run through the model) are -1, "route live", as in the learner's replay layout."""
+def completion_routing(output: Any, completion_length: int) -> np.ndarray | None:
+    """`Completion.routing` from vLLM's `prompt_routed_experts` and `routed_experts`: row i is the top-1 class
+    each MoE layer chose in the forward that produced completion token i, i.e. at the position before it (the
+    prompt's last token for i = 0). vLLM reports every position it ran; the last sampled token never runs, so
+    a position it did not report is -1, "route live", as in the learner's replay layout."""
     sample = output.outputs[0]
     prompt = getattr(output, "prompt_routed_experts", None)
     generated = getattr(sample, "routed_experts", None)
     if prompt is None or generated is None:
         return None
     rows = [[int(layer[0]) for layer in token] for part in (prompt, generated) for token in _nested_list(part)]
-    total = len(output.prompt_token_ids) + completion_length
     layers = len(rows[0]) if rows else 0
-    return (rows + [[-1] * layers] * total)[:total]
+    first = len(output.prompt_token_ids) - 1  # the forward that produced completion token 0
+    produced = rows[first : first + completion_length]
+    produced += [[-1] * layers] * (completion_length - len(produced))
+    return np.array(produced, dtype=np.int16).reshape(completion_length, layers)
 
 
 def _nested_list(array: Any) -> list:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib.util
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from posttrain.errors import UserError
 from posttrain.rollout.engine import ENGINES, build_engine
-from posttrain.rollout.vllm_engine import VLLMEngine, sequence_routing
+from posttrain.rollout.vllm_engine import VLLMEngine, completion_routing
 
 
 def test_vllm_is_registered_but_refused_without_vllm_or_a_gpu(monkeypatch):
@@ -69,11 +70,29 @@ def test_completions_carry_the_sampled_tokens_logprobs_and_finish_reason(finish_
     assert completion.finish_reason == expected
 
 
-def test_routing_rows_cover_prompt_and_completion_with_live_routing_where_vllm_reported_none():
-    # 3 prompt tokens, 2 completion tokens, 2 MoE layers, top-1; vLLM reports the 3 prompt positions and the
-    # first completion token (the last sampled token never runs through the model)
+def test_completion_routing_is_the_forward_that_produced_each_token():
+    # 3 prompt tokens, 2 completion tokens, 2 MoE layers, top-1. vLLM reports the 3 prompt positions and the
+    # first completion token's (the last sampled token never runs through the model). Completion token 0 was
+    # produced by the forward at the prompt's last position, token 1 by the one at completion token 0.
     prompt_routed = [[[0], [1]], [[2], [3]], [[4], [0]]]
     routed = [[[1], [1]]]
-    output = vllm_output([7, 8], "length", None, routed=routed, prompt_routed=prompt_routed)
-    assert sequence_routing(output, completion_length=2) == [[0, 1], [2, 3], [4, 0], [1, 1], [-1, -1]]
-    assert sequence_routing(vllm_output([7, 8], "length", None), completion_length=2) is None
+    engine = VLLMEngine(llm=None, tokenizer=None, routing=True)
+    completion = engine._completion(vllm_output([7, 8], "length", None, routed=routed, prompt_routed=prompt_routed))
+    assert completion.routing.dtype == np.int16
+    assert completion.routing.tolist() == [[4, 0], [1, 1]]
+    # a position vLLM did not report routes live (-1); no routing reported at all gives None
+    short = completion_routing(vllm_output([7, 8], "length", None, routed=[], prompt_routed=prompt_routed), 2)
+    assert short.tolist() == [[4, 0], [-1, -1]]
+    assert completion_routing(vllm_output([7, 8], "length", None), completion_length=2) is None
+
+
+def test_vllm_routing_lands_where_the_learner_replays_it():
+    from posttrain.rl.router_replay import batch_routing
+
+    prompt_routed = [[[0], [1]], [[2], [3]], [[4], [0]]]
+    engine = VLLMEngine(llm=None, tokenizer=None, routing=True)
+    output = vllm_output([7, 8], "length", None, routed=[[[1], [1]]], prompt_routed=prompt_routed)
+    completion = engine._completion(output)
+    # right-padded row of width 6: prompt at 0-2, completion at 3-4; the forwards at 2 and 3 produced tokens 7, 8
+    routing = batch_routing([3], [completion.routing], width=6)
+    assert routing[0].tolist() == [[-1, -1], [-1, -1], [4, 0], [1, 1], [-1, -1], [-1, -1]]
