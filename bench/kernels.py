@@ -3,11 +3,13 @@
     .venv/bin/python bench/kernels.py correctness                      # CPU: Triton's interpreter, small shapes
     .venv/bin/python bench/kernels.py correctness --shapes zaya1-8b    # GPU: hidden 2048, vocab 262,272, 16 experts
     .venv/bin/python bench/kernels.py speed                            # GPU: ms and peak MiB, fwd + bwd
+    .venv/bin/python bench/kernels.py learner [--runs 5 --workers 1 2] # data-parallel learner step, gloo replicas
 
 The oracle is float64 (the same inputs, full logits, torch's log_softmax and autograd); the table also
 shows how far the torch path (posttrain.rl.logprobs without kernels) at the kernel's dtype lands from it.
 Interpreter timings say nothing about speed, so `correctness` reports none. Exit status 1 when any case
-fails its tolerance. bench/gpu_check.sh runs both on a GPU and adds RL steps.
+fails its tolerance. bench/gpu_check.sh runs both on a GPU and adds RL steps. `learner` is bench/dp_learner.py:
+the RL learner's step time in one process against 1 and 2 data-parallel gloo replicas (its options pass on).
 """
 
 from __future__ import annotations
@@ -265,9 +267,16 @@ def print_table(rows: list[dict]) -> None:
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["correctness", "speed"])
+    parser.add_argument("mode", choices=["correctness", "speed", "learner"])
     parser.add_argument("--shapes", choices=sorted(LOGPROB_SHAPES), default=None)
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    if args.mode == "learner":
+        import dp_learner  # bench/ is on sys.path when this file runs as a script
+
+        dp_learner.main(rest)
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # before any kernel module is imported

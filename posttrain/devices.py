@@ -1,5 +1,5 @@
-"""`device=auto|cpu|cuda` and `kernels=auto|triton|torch` mean the same thing in the SFT trainer, the learner
-and every rollout engine."""
+"""`device=auto|cpu|cuda` means the same thing in the SFT trainer, the learner and every rollout engine;
+`kernels=auto|triton|torch` is validated by every stage and used by the RL learner."""
 
 from __future__ import annotations
 
