@@ -1,4 +1,5 @@
-"""Data-parallel learner step time: one process vs `rl.learner_workers` = 1 and 2 gloo replicas in Ray actors.
+"""Data-parallel learner step time: one process vs `rl.learner_workers` = 1 and 2 gloo replicas in Ray actors,
+and 2 replicas with `rl.learner_sharding=fsdp2`.
 
     .venv/bin/python bench/dp_learner.py [--runs 5 --batch 32 --prompt 32 --completion 96 --workers 1 2]
 
@@ -59,11 +60,17 @@ def main(argv: list[str] | None = None) -> None:
                  rl=RLConfig(optimizer="adamw", lr=1e-4, minibatches=2, router_balancing=True))  # fmt: skip
     cfg.trainer.max_steps = args.runs + 1
     batch = make_batch(args)
-    init_ray(RayConfig(num_cpus=sum(args.workers)))  # logical CPUs: every setup lives at once, steps run in turn
+    sharded = [w for w in args.workers if w >= 2]
+    # logical CPUs: every setup lives at once, steps run in turn
+    init_ray(RayConfig(num_cpus=sum(args.workers) + sum(sharded)))
     setups = {"in-process": build_local_learner(cfg)}
     for workers in args.workers:
         setups[f"{workers} worker(s)"] = DistributedLearner(partial(build_local_learner, cfg), workers,
                                                             model=load_policy(cfg))  # fmt: skip
+    for workers in sharded:
+        build = partial(build_local_learner, cfg)
+        learner = DistributedLearner(build, workers, model=load_policy(cfg), sharding="fsdp2")
+        setups[f"{workers} worker(s), fsdp2"] = learner
     times: dict[str, list[float]] = {name: [] for name in setups}
     try:
         for run in range(args.runs + 1):

@@ -21,6 +21,7 @@ OPTIMIZERS = ("adamw", "muon")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OLD_LOGPROBS = ("recompute", "behaviour")
 PRECISIONS = ("fp32", "bf16")
+SHARDINGS = ("none", "fsdp2")  # rl.learner_sharding
 
 
 @dataclass
@@ -97,6 +98,7 @@ class RLConfig:
     # scaling out (docs/rl.md, "Scaling out")
     learner_workers: int = 1  # > 1: data-parallel replicas in Ray actors, gradients summed with torch.distributed
     learner_cpus_per_worker: float = 1.0  # Ray CPUs (and torch threads) of each replica; a GPU each on GPUs
+    learner_sharding: str = "none"  # fsdp2: the replicas shard the decoder layers' weights, grads and AdamW state
     precision: str = "fp32"  # fp32 | bf16 (bf16 autocast with fp32 router, LM head, norms and residuals; GPU only)
 
     def __post_init__(self) -> None:
@@ -136,6 +138,11 @@ class RLConfig:
         require(self.sync_every >= 1, "rl.sync_every must be >= 1")
         require(self.learner_workers >= 1, "rl.learner_workers must be >= 1")
         require(self.learner_cpus_per_worker > 0, "rl.learner_cpus_per_worker must be > 0")
+        require(self.learner_sharding in SHARDINGS, f"rl.learner_sharding must be one of {', '.join(SHARDINGS)}")
+        if self.learner_sharding == "fsdp2":
+            require(self.learner_workers >= 2, "rl.learner_sharding=fsdp2 shards across rl.learner_workers >= 2")
+            # Muon orthogonalises whole matrices; a replica holds a shard of each
+            require(self.optimizer == "adamw", "rl.learner_sharding=fsdp2 needs rl.optimizer=adamw")
         require(self.precision in PRECISIONS, f"rl.precision must be one of {', '.join(PRECISIONS)}")
         # Weights reach the fleet every sync_every steps; an async loop also generates step s+1 during step s's
         # update. So a rollout is up to sync_every - 1 versions old when synchronous, sync_every when async.

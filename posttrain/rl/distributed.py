@@ -14,6 +14,11 @@ The driver keeps a mirror of the weights for what runs in its own process (weigh
 `save_pretrained`, export); it is refreshed from rank 0 when read after an update. gloo on CPU; NCCL (RCCL on
 ROCm builds of torch) when the replicas have GPUs. A replica that dies fails the step: resume from the last
 checkpoint (there is no elastic recovery).
+
+`rl.learner_sharding=fsdp2` (ShardedReplicaLearner) shards every decoder layer over the replicas with torch's
+FSDP2 (`fully_shard`): a replica keeps 1/N of those layers' weights, gradients and AdamW moments, all-gathers
+a layer for its forward and backward, and reduce-scatters (sums) its gradient. Checkpoints and the driver's
+mirror hold whole tensors, gathered from the shards, so they stay independent of the worker count.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import PreTrainedModel
 
 from posttrain.rl.batch import TrainBatch
 from posttrain.rl.learner import Learner
+from posttrain.rl.optim import build_optimizers, build_schedulers, states_fit
 from posttrain.rollout.config import RayConfig
 from posttrain.rollout.session import init_ray, reserve_bundles, shutdown_ray
 from posttrain.rollout.weight_sync import bucket_indices
@@ -99,16 +107,119 @@ class ReplicaLearner(Learner):
         return total, [sum(values) for values in zip(*(part_losses for _, part_losses in parts), strict=True)]
 
 
-class LearnerReplica:
-    """One rank: a ReplicaLearner built in this actor, joined to the group by `rendezvous` + `join`."""
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks FSDP2 shards one by one: the classes a HF model names in `_no_split_modules`."""
+    names = set(getattr(model, "_no_split_modules", None) or ())
+    layers = [module for module in model.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} names no decoder layer class (_no_split_modules) to shard")
+    return layers
 
-    def __init__(self, build: LearnerBuilder, rank: int, world: int, num_threads: int) -> None:
+
+def whole(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded tensor gathered whole (a collective: every replica calls it in the same order), else itself."""
+    return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
+
+
+class ShardedReplicaLearner(ReplicaLearner):
+    """A ReplicaLearner whose decoder layers are sharded over the group with FSDP2 after it joins (`shard`).
+
+    Every forward of a sharded layer is a collective, so all replicas run the same passes: one plain [B, L]
+    forward per micro-batch (no packed buckets, whose count depends on the rows), and a zero-loss pass of one
+    row where a replica's share has fewer micro-batches than the busiest replica's. Embeddings, the LM head and
+    the final norm stay whole on every replica and are summed as in ReplicaLearner."""
+
+    packs_forwards = False
+
+    def shard(self) -> None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(self.device.type, (dist.get_world_size(),))
+        for layer in decoder_layers(self.model):
+            fully_shard(layer, mesh=mesh)
+        # the optimizers must hold the sharded parameters, which replaced the modules' own
+        self.optimizers = build_optimizers(self.model, self.cfg)
+        self.schedulers = build_schedulers(self.optimizers, self.cfg, self.total_steps)
+
+    @torch.no_grad()
+    def batch_logprobs(self, model: PreTrainedModel, batch: TrainBatch) -> torch.Tensor:
+        start, stop = self._share(batch.size)
+        if stop == start and model is self.model:  # run the all-gathers the other replicas run
+            Learner.batch_logprobs(self, model, batch.select([0]))
+        return super().batch_logprobs(model, batch)
+
+    def idle_passes(self, minibatch: TrainBatch, micro_batches: int) -> int:
+        world = dist.get_world_size()
+        shares = [share(minibatch.size, world, rank) for rank in range(world)]
+        return max(min(self.cfg.grad_accum, stop - start) for start, stop in shares) - micro_batches
+
+    @torch.no_grad()
+    def sum_gradients(self, params: list[nn.Parameter]) -> None:
+        super().sum_gradients([p for p in params if not isinstance(p, DTensor)])
+        sharded = [p for p in params if isinstance(p, DTensor) and p.grad is not None]
+        # FSDP2's reduce-scatter averages over the replicas (a plain sum needs PREMUL_SUM, which gloo lacks); the
+        # loss denominators are the whole minibatch's, so the sum is the one-process gradient
+        torch._foreach_mul_([p.grad.to_local() for p in sharded], float(dist.get_world_size()))
+
+    @torch.no_grad()
+    def clip_gradients(self, params: list[nn.Parameter], limit: float) -> float:
+        grads = [p.grad for p in params if p.grad is not None]
+        squares = torch.zeros(2, dtype=torch.float64, device=self.device)  # [whole on every replica, my shards]
+        for grad in grads:
+            part = grad.to_local() if isinstance(grad, DTensor) else grad
+            squares[int(isinstance(grad, DTensor))] += part.double().pow(2).sum()
+        shards = squares[1:].clone()
+        dist.all_reduce(shards)
+        norm = float((squares[0] + shards[0]).sqrt())
+        scale = limit / (norm + 1e-6)  # torch.nn.utils.clip_grad_norm_'s rule
+        if scale < 1.0:
+            for grad in grads:
+                grad.mul_(scale)
+        return norm
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["optimizers"] = [
+            {**saved, "state": {i: {k: whole(v) for k, v in entry.items()} for i, entry in saved["state"].items()}}
+            for saved in state["optimizers"]
+        ]
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if states_fit(state["optimizers"], self.optimizers):  # else the Learner's own refusal below
+            pairs = zip(self.optimizers, state["optimizers"], strict=True)
+            state = {**state, "optimizers": [_sharded_state(opt, saved) for opt, saved in pairs]}
+        super().load_state_dict(state)
+
+
+def _sharded_state(optimizer: torch.optim.Optimizer, saved: dict) -> dict:
+    """A whole-tensor optimizer state dict with each sharded parameter's moments cut like the parameter (every
+    replica holds the whole state, so each keeps its own shard and nothing is sent)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state = {}
+    for index, entry in saved["state"].items():
+        param = params[index]
+        state[index] = {
+            key: distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+            if isinstance(param, DTensor) and torch.is_tensor(value) and value.shape == param.shape
+            else value
+            for key, value in entry.items()
+        }
+    return {**saved, "state": state}
+
+
+class LearnerReplica:
+    """One rank: a ReplicaLearner (sharded with `sharded`) built in this actor, joined to the group by
+    `rendezvous` + `join`."""
+
+    def __init__(self, build: LearnerBuilder, rank: int, world: int, num_threads: int, sharded: bool = False) -> None:
         import transformers
 
         torch.set_num_threads(num_threads)
         transformers.utils.logging.disable_progress_bar()
         self.rank, self.world = rank, world
-        self.learner = build(learner_cls=ReplicaLearner)
+        self.learner = build(learner_cls=ShardedReplicaLearner if sharded else ReplicaLearner)
         self._store: dist.TCPStore | None = None
 
     def rendezvous(self) -> tuple[str, int]:
@@ -123,6 +234,8 @@ class LearnerReplica:
         store = self._store or dist.TCPStore(host, port, self.world, is_master=False)
         backend = "nccl" if self.learner.device.type == "cuda" else "gloo"
         dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world)
+        if isinstance(self.learner, ShardedReplicaLearner):
+            self.learner.shard()
 
     def prepare(self, batch: TrainBatch) -> tuple[TrainBatch, dict[str, float]]:
         metrics: dict[str, float] = {}
@@ -138,7 +251,8 @@ class LearnerReplica:
         self.learner.load_state_dict(state)
 
     def model_state(self) -> dict[str, torch.Tensor]:
-        return {name: tensor.detach().to("cpu") for name, tensor in self.learner.model.state_dict().items()}
+        """The whole weights (sharded ones gathered: then every replica must call this at once)."""
+        return {name: whole(tensor).detach().to("cpu") for name, tensor in self.learner.model.state_dict().items()}
 
 
 class DistributedLearner:
@@ -154,13 +268,16 @@ class DistributedLearner:
         ray_cfg: RayConfig | None = None,
         cpus_per_worker: float = 1.0,
         gpus_per_worker: float = 0.0,
+        sharding: str = "none",
     ) -> None:
         """`build(learner_cls=...)` runs in every actor (it must pickle: a module-level function or a partial of
-        one); `model` is this process's mirror, holding the same weights as what `build` loads."""
+        one); `model` is this process's mirror, holding the same weights as what `build` loads. `sharding`:
+        rl.learner_sharding."""
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
         self._mirror, self._mirror_stale = model, False
+        self.sharded = sharding == "fsdp2"
         self.step_count = 0
         self.replicas: list[Any] = []
         self._placement = None
@@ -175,7 +292,8 @@ class DistributedLearner:
                 strategy = PlacementGroupSchedulingStrategy(self._placement, placement_group_bundle_index=rank)
                 options = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "max_restarts": 0}
                 handle = actor.options(scheduling_strategy=strategy, **options)
-                self.replicas.append(handle.remote(build, rank, workers, max(1, int(cpus_per_worker))))
+                threads = max(1, int(cpus_per_worker))
+                self.replicas.append(handle.remote(build, rank, workers, threads, self.sharded))
             host, port = self._call(self.replicas[0].rendezvous)
             self._all("join", host, port)
         except BaseException:
@@ -202,7 +320,7 @@ class DistributedLearner:
     def model(self) -> PreTrainedModel:
         """The current weights (rank 0's), in this process; read-only: changes here do not reach the replicas."""
         if self._mirror_stale:
-            self._mirror.load_state_dict(self._call(self.replicas[0].model_state))
+            self._mirror.load_state_dict(self._from_rank0("model_state"))
             self._mirror_stale = False
         return self._mirror
 
@@ -223,7 +341,11 @@ class DistributedLearner:
         return metrics
 
     def state_dict(self) -> dict:
-        return self._call(self.replicas[0].state_dict)
+        return self._from_rank0("state_dict")
+
+    def _from_rank0(self, method: str) -> Any:
+        """Rank 0's answer; sharded replicas gather whole tensors together, so all of them are asked."""
+        return self._all(method)[0] if self.sharded else self._call(getattr(self.replicas[0], method))
 
     def load_state_dict(self, state: dict) -> None:
         import ray

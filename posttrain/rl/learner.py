@@ -40,6 +40,8 @@ from posttrain.rl.optim import build_optimizers, build_schedulers, states_fit
 
 
 class Learner:
+    packs_forwards = True  # training forwards in length buckets with shared contexts (posttrain.rl.packing)
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -71,6 +73,7 @@ class Learner:
             check_precision(cfg.precision, self.device.type)
             for policy in filter(None, (self.model, self.ref_model)):
                 use_bf16_autocast(policy, self.device.type)
+        self.total_steps = total_steps
         self.optimizers = build_optimizers(self.model, cfg)
         self.schedulers = build_schedulers(self.optimizers, cfg, total_steps)
         use_balancer = cfg.router_balancing and bool(find_routers(self.model))
@@ -93,7 +96,7 @@ class Learner:
             kernels=self.kernels,
             logits_budget_mb=self.cfg.logits_budget_mb,
             routing=batch.routing if replay else None,
-            pack=not counted,
+            pack=self.packs_forwards and not counted,
         )
 
     @torch.no_grad()
@@ -165,7 +168,10 @@ class Learner:
         num_seqs, num_tokens = minibatch.size, float(minibatch.completion_mask.sum())
         local = self.local_part(minibatch)  # the denominators above stay the whole minibatch's
         total_loss = 0.0
-        for micro in local.split(min(self.cfg.grad_accum, local.size)) if local.size else []:
+        micros = local.split(min(self.cfg.grad_accum, local.size)) if local.size else []
+        for _ in range(self.idle_passes(minibatch, len(micros))):
+            self._micro_loss(minibatch.select([0]), num_seqs, num_tokens, norm_length)[0].mul(0.0).backward()
+        for micro in micros:
             collect = self.balancer.collect(micro.attention_mask) if self.balancer else nullcontext()
             with collect:
                 loss, metrics = self._micro_loss(micro, num_seqs, num_tokens, norm_length)
@@ -178,7 +184,7 @@ class Learner:
         params = [p for group in self.optimizers for g in group.param_groups for p in g["params"]]
         self.sum_gradients(params)
         limit = self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        grad_norm = self.clip_gradients(params, limit)
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -235,8 +241,17 @@ class Learner:
         """The rows of `minibatch` this process computes gradients for: all of them here."""
         return minibatch
 
+    def idle_passes(self, minibatch: TrainBatch, micro_batches: int) -> int:
+        """Zero-loss forward/backward passes to run besides this process's `micro_batches`: none here. Sharded
+        replicas all-gather weights in every pass, so each must run as many as the busiest."""
+        return 0
+
     def sum_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Make the gradients the sum over learner replicas: they already are, with one."""
+
+    def clip_gradients(self, params: list[torch.nn.Parameter], limit: float) -> float:
+        """Scale the gradients to a total norm of at most `limit`; returns the norm before scaling."""
+        return float(torch.nn.utils.clip_grad_norm_(params, limit))
 
     def sum_across_replicas(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over learner replicas in place: with one, it already is."""

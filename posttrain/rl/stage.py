@@ -281,6 +281,7 @@ def build_learner(cfg: Config, policy: Path | None = None):
         ray_cfg=cfg.ray,
         cpus_per_worker=cfg.rl.learner_cpus_per_worker,
         gpus_per_worker=1.0 if resolve_device(cfg.device) == "cuda" else 0.0,
+        sharding=cfg.rl.learner_sharding,
     )
 
 

@@ -53,7 +53,22 @@ def config(**rl) -> Config:
 
 
 def replicas(cfg: Config, policy=None, workers: int = 2) -> DistributedLearner:
-    return DistributedLearner(partial(build_local_learner, cfg, policy), workers, model=load_policy(cfg, policy))
+    build = partial(build_local_learner, cfg, policy)
+    return DistributedLearner(build, workers, model=load_policy(cfg, policy), sharding=cfg.rl.learner_sharding)
+
+
+def sharded(**rl) -> Config:
+    return config(**rl, learner_workers=2, learner_sharding="fsdp2")
+
+
+def held_elements(dp: DistributedLearner) -> list[int]:
+    """Per replica, the parameter elements it holds (its own shard of a sharded tensor)."""
+
+    def count(replica) -> int:
+        params = replica.learner.model.parameters()
+        return sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in params)
+
+    return ray.get([r.__ray_call__.remote(count) for r in dp.replicas])
 
 
 def weights(model) -> dict[str, torch.Tensor]:
@@ -135,6 +150,62 @@ def test_checkpoints_resume_across_worker_counts(ray_session, batches, tmp_path)
         resumed_by_two = weights(dp.model)
     assert largest_change(resumed_by_two, before) > 50 * TOLERANCE
     assert_same_weights(resumed_by_two, weights(single.model))
+
+
+@pytest.mark.parametrize(
+    "rl", [{"minibatches": 3, "grad_accum": 2}, {"minibatches": 8}], ids=["uneven-shares", "empty-shares"]
+)
+def test_fsdp2_sharded_replicas_update_like_one_process(ray_session, batches, rl):
+    single = build_local_learner(config(**rl))
+    before = weights(single.model)
+    expected = [single.step(batch) for batch in batches]  # two steps: AdamW's moments live in the shards
+    with replicas(sharded(**rl)) as dp:
+        held = held_elements(dp)
+        got = [dp.step(batch) for batch in batches]
+        after = weights(dp.model)
+    whole = sum(p.numel() for p in single.model.parameters())
+    layers = sum(p.numel() for n, p in single.model.named_parameters() if ".layers." in n)
+    # every decoder-layer element lives on exactly one replica (dim-0 shards: odd sizes split unevenly), the rest
+    # on both
+    assert sum(held) == 2 * whole - layers
+    assert max(held) < whole - layers * 0.49
+    assert largest_change(after, before) > 50 * TOLERANCE
+    assert_same_weights(after, weights(single.model))
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-5)
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-6)
+        assert mine["router/max_load"] == pytest.approx(theirs["router/max_load"], abs=1e-12)
+
+
+def test_fsdp2_checkpoints_hold_whole_tensors_and_resume_across_sharding(ray_session, batches, tmp_path):
+    # written by 2 sharded replicas, resumed by one process: the next update equals the replicas' own
+    with replicas(sharded(minibatches=2)) as dp:
+        dp.step(batches[0])
+        policy, state = save_checkpoint(dp, tmp_path, "sharded")
+        moments = state["optimizers"][0]["state"]
+        assert all(type(v) is torch.Tensor for entry in moments.values() for v in entry.values())
+        dp.step(batches[1])
+        continued = weights(dp.model)
+    resumed = build_local_learner(config(minibatches=2), policy)
+    resumed.load_state_dict(state)
+    resumed.step(batches[1])
+    assert_same_weights(weights(resumed.model), continued)
+    # written by one process, resumed by 2 sharded replicas
+    single = build_local_learner(config(minibatches=2))
+    single.step(batches[0])
+    policy, state = save_checkpoint(single, tmp_path, "single")
+    single.step(batches[1])
+    with replicas(sharded(minibatches=2), policy) as dp:
+        dp.load_state_dict(state)
+        dp.step(batches[1])
+        assert_same_weights(weights(dp.model), weights(single.model))
+
+
+def test_fsdp2_needs_two_workers_and_adamw():
+    with pytest.raises(UserError, match=r"^rl\.learner_sharding=fsdp2 shards across rl\.learner_workers >= 2$"):
+        RLConfig(learner_sharding="fsdp2")
+    with pytest.raises(UserError, match=r"^rl\.learner_sharding=fsdp2 needs rl\.optimizer=adamw$"):
+        RLConfig(learner_sharding="fsdp2", learner_workers=2, optimizer="muon")
 
 
 def test_a_checkpoint_of_another_optimizer_is_refused_by_the_replicas(ray_session, batches, tmp_path):

@@ -18,11 +18,12 @@ from tests.rl_loop.conftest import REFERENCE, posttrain
 pytestmark = pytest.mark.slow
 
 
-def test_two_learner_workers_with_collective_sync_reproduce_the_single_process_first_step(reference, tmp_path):
+@pytest.mark.parametrize("sharding", ["none", "fsdp2"])
+def test_two_learner_workers_with_collective_sync_reproduce_the_single_process_steps(reference, tmp_path, sharding):
     args = [a for a in REFERENCE if not a.startswith("trainer.max_steps=")]
     result = posttrain(
         *args, "trainer.max_steps=2", f"model.path={reference.sft_final}", f"run.root={tmp_path}",
-        "rl.learner_workers=2", "rollout.weight_sync=collective", "ray.num_cpus=4",
+        "rl.learner_workers=2", f"rl.learner_sharding={sharding}", "rollout.weight_sync=collective", "ray.num_cpus=4",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     run_dir = tmp_path / "rlve"
