@@ -17,6 +17,7 @@ import transformers
 from posttrain.rollout.chat import encode_messages
 from posttrain.rollout.engine import build_engine
 from posttrain.rollout.types import Request, Rollout, SamplingParams, TokenScores
+from posttrain.rollout.weight_sync import PackedWeights
 
 
 class RolloutWorker:
@@ -43,8 +44,8 @@ class RolloutWorker:
         node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         return {"worker_id": self.worker_id, "pid": os.getpid(), "node_id": node, "version": self.version}
 
-    def load_weights(self, state: Mapping[str, torch.Tensor], version: int) -> int:
-        self.engine.load_state_dict(state)
+    def load_weights(self, state: Mapping[str, torch.Tensor] | PackedWeights, version: int) -> int:
+        self.engine.load_state_dict(state.state_dict() if isinstance(state, PackedWeights) else state)
         self.version = version
         return version
 

@@ -14,7 +14,7 @@ import torch
 from posttrain.rollout.config import RolloutConfig
 from posttrain.rollout.fleet import RolloutFleet
 from posttrain.rollout.types import Request, SamplingParams
-from posttrain.rollout.weight_sync import Manifest
+from posttrain.rollout.weight_sync import Manifest, PackedWeights
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,22 @@ def test_manifest_sends_tied_weights_once(tiny):
     embed = state["model.embed_tokens.weight"]
     assert manifest.nbytes == sum(t.numel() * t.element_size() for t in state.values()) - embed.numel() * 4
     assert all(len({manifest.entries[i][2] for i in run}) == 1 for run in manifest.buckets())
+
+
+def test_packed_weights_round_trip_bit_for_bit_with_mixed_dtypes_and_tied_weights(ray_session, tiny, monkeypatch):
+    import posttrain.rollout.weight_sync as weight_sync
+
+    state = dict(tiny[0].state_dict())
+    state["extra.half"] = torch.linspace(-3, 3, 7, dtype=torch.bfloat16)  # no numpy dtype: travels as bytes
+    state["extra.steps"] = torch.arange(5)  # int64 between float runs
+    monkeypatch.setattr(weight_sync, "BUCKET_BYTES", 4096)  # many buckets
+    packed = PackedWeights.of(state)
+    assert len(packed.buffers) > 3
+    unpacked = ray.get(ray.put(packed)).state_dict()  # through Ray's store, as a worker receives it
+    assert unpacked.keys() == state.keys()
+    for name, tensor in state.items():
+        assert unpacked[name].dtype == tensor.dtype and torch.equal(unpacked[name], tensor), name
+    assert unpacked["lm_head.weight"].data_ptr() == unpacked["model.embed_tokens.weight"].data_ptr()
 
 
 def test_collective_sync_gives_every_worker_the_learners_weights_bit_for_bit(fleet, tiny):
