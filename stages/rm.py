@@ -101,7 +101,7 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
 
     cfg = ctx.cfg
     model, tokenizer = load_reward_model(cfg.model.path, seed=cfg.seed)
-    model = apply_lora(model, cfg.model.lora, task_type="SEQ_CLS")
+    model = apply_lora(model, cfg.model.lora, seed=cfg.seed, task_type="SEQ_CLS")
     if ctx.resume_from is None:  # step 0 is already in the stream of a resumed run
         ctx.metrics.log(0, {f"data/{k}": v for k, v in prepared.counts.items()})
     dataset = Dataset.from_list(prepared.train)

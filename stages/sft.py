@@ -128,7 +128,7 @@ def run(prepared: Prepared, ctx: RunContext) -> dict:
 
     cfg = ctx.cfg
     model, tokenizer = load_model(cfg.model.path, seed=cfg.seed)
-    model = apply_lora(model, cfg.model.lora)
+    model = apply_lora(model, cfg.model.lora, seed=cfg.seed)
     if ctx.resume_from is None:  # step 0 is already in the stream of a resumed run
         ctx.metrics.log(0, {f"data/{k}": v for k, v in prepared.counts.items()})
     dataset = Dataset.from_list([_prompt_completion(s) for s in prepared.train])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel
@@ -16,10 +17,14 @@ TARGET_MODULES: dict[str, list[str]] = {
 }
 
 
-def apply_lora(model: PreTrainedModel, lora: LoraConfig, *, task_type: str = "CAUSAL_LM") -> PreTrainedModel:
+def apply_lora(
+    model: PreTrainedModel, lora: LoraConfig, *, seed: int, task_type: str = "CAUSAL_LM"
+) -> PreTrainedModel:
     """Wrap `model` in LoRA adapters when `lora.r > 0`; otherwise return it unchanged.
 
-    `task_type="SEQ_CLS"` (reward models) makes peft train the new `score` head in full beside the adapters.
+    The adapters are initialised from `seed`, not from the global RNG: data-parallel learner replicas, the
+    driver's mirror and a rerun must all start from the same adapters. `task_type="SEQ_CLS"` (reward models)
+    makes peft train the new `score` head in full beside the adapters.
     """
     if lora.r == 0:
         return model
@@ -27,7 +32,9 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig, *, task_type: str = "CA
     config = PeftLoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, task_type=task_type
     )
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def check_targets(model_path: str, lora: LoraConfig) -> None:

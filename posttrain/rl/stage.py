@@ -295,7 +295,9 @@ def load_policy(cfg: Config, policy: Path | None = None):
     lora = cfg.model.lora.r > 0
     start = str(policy) if policy is not None and not lora else cfg.model.path
     model, _ = load_model(start, seed=cfg.seed, dtype=getattr(torch, cfg.model.dtype))
-    return load_adapter(model, policy) if lora and policy is not None else apply_lora(model, cfg.model.lora)
+    if lora and policy is not None:
+        return load_adapter(model, policy)
+    return apply_lora(model, cfg.model.lora, seed=cfg.seed)
 
 
 def build_local_learner(cfg: Config, policy: Path | None = None, learner_cls: type | None = None):

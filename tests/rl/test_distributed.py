@@ -16,7 +16,7 @@ import pytest
 import ray
 import torch
 
-from posttrain.config.schema import Config, ModelConfig
+from posttrain.config.schema import Config, LoraConfig, ModelConfig
 from posttrain.errors import UserError
 from posttrain.models import load_tokenizer
 from posttrain.rl.config import RLConfig
@@ -199,6 +199,29 @@ def test_fsdp2_checkpoints_hold_whole_tensors_and_resume_across_sharding(ray_ses
         dp.load_state_dict(state)
         dp.step(batches[1])
         assert_same_weights(weights(dp.model), weights(single.model))
+
+
+@pytest.mark.parametrize("sharding", ["none", "fsdp2"])
+def test_lora_replicas_start_from_the_same_adapters_and_update_like_one_process(ray_session, batches, sharding):
+    # peft draws adapter weights from the global RNG; each replica's process had its own state, so before
+    # adapters were seeded the replicas trained different models and their summed gradient was no one's
+    def lora(**rl) -> Config:
+        cfg = config(minibatches=2, **rl)
+        cfg.model.lora = LoraConfig(r=4, alpha=8)
+        return cfg
+
+    torch.manual_seed(123)  # the driver's global RNG state must not matter
+    single = build_local_learner(lora())
+    expected = [single.step(batch) for batch in batches]
+    with replicas(lora(learner_workers=2, learner_sharding=sharding)) as dp:
+        got = [dp.step(batch) for batch in batches]
+        rank1 = ray.get(dp.replicas[1].model_state.remote()) if sharding == "none" else None
+        after = weights(dp.model)
+    assert_same_weights(after, weights(single.model))
+    if rank1 is not None:
+        assert_same_weights(rank1, after, atol=0)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=1e-5)
 
 
 def test_fsdp2_needs_two_workers_and_adamw():
