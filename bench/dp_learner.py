@@ -60,17 +60,13 @@ def main(argv: list[str] | None = None) -> None:
                  rl=RLConfig(optimizer="adamw", lr=1e-4, minibatches=2, router_balancing=True))  # fmt: skip
     cfg.trainer.max_steps = args.runs + 1
     batch = make_batch(args)
-    sharded = [w for w in args.workers if w >= 2]
-    # logical CPUs: every setup lives at once, steps run in turn
-    init_ray(RayConfig(num_cpus=sum(args.workers) + sum(sharded)))
+    plan = [(w, "none") for w in args.workers] + [(w, "fsdp2") for w in args.workers if w >= 2]
+    init_ray(RayConfig(num_cpus=sum(w for w, _ in plan)))  # logical CPUs: every setup lives at once, steps in turn
     setups = {"in-process": build_local_learner(cfg)}
-    for workers in args.workers:
-        setups[f"{workers} worker(s)"] = DistributedLearner(partial(build_local_learner, cfg), workers,
-                                                            model=load_policy(cfg))  # fmt: skip
-    for workers in sharded:
+    for workers, sharding in plan:
+        name = f"{workers} worker(s)" + (", fsdp2" if sharding == "fsdp2" else "")
         build = partial(build_local_learner, cfg)
-        learner = DistributedLearner(build, workers, model=load_policy(cfg), sharding="fsdp2")
-        setups[f"{workers} worker(s), fsdp2"] = learner
+        setups[name] = DistributedLearner(build, workers, model=load_policy(cfg), sharding=sharding)
     times: dict[str, list[float]] = {name: [] for name in setups}
     try:
         for run in range(args.runs + 1):
